@@ -1,0 +1,25 @@
+"""Settings of the agent (``FLEETDECK_AGENT_`` environment variables)."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.kafka import KafkaSettings
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETDECK_AGENT_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    server_id: str = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "local",
+                           pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    tenant: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    hostname: str = Field(default_factory=socket.gethostname)
+    interval_s: float = Field(1.0, ge=0.1, le=3600, description="Sampling interval (s)")
+    watch: list[str] = Field(default_factory=list, description="Process names to watch")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    spool_per_server: int = Field(900, ge=10, description="Samples buffered per server while "
+                                  "the broker is unreachable (900 = 15 min at 1 Hz)")

@@ -1,0 +1,51 @@
+"""A bounded, ordered buffer of messages waiting to be published.
+
+While the broker is unreachable samples pile up here and are replayed in order on
+reconnect. When full, the oldest message is dropped and counted (never silently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Message:
+    key: bytes
+    value: bytes
+
+
+class Spool:
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("spool capacity must be at least 1")
+        self.capacity = capacity
+        self._items: deque[Message] = deque()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, message: Message) -> None:
+        if len(self._items) >= self.capacity:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(message)
+        self._ready.set()
+
+    def peek(self, limit: int) -> list[Message]:
+        """The oldest ``limit`` messages, left in place until :meth:`commit`."""
+        return [self._items[i] for i in range(min(limit, len(self._items)))]
+
+    def commit(self, count: int) -> None:
+        """Forget the oldest ``count`` messages (they were delivered)."""
+        for _ in range(min(count, len(self._items))):
+            self._items.popleft()
+        if not self._items:
+            self._ready.clear()
+
+    async def wait(self) -> None:
+        await self._ready.wait()

@@ -1,0 +1,139 @@
+"""Redis live fan-out: per-server and fleet streams, the server summary hash, counters.
+
+Stream entries have two fields: ``event`` (``sample`` or ``health``) and ``data`` (JSON).
+A stream entry id doubles as the SSE event id, so ``Last-Event-ID`` resumes exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+
+from connectors.errors import ConnectorError
+from schemas.topics import RedisKeys
+
+log = logging.getLogger(__name__)
+
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+class LiveStreamError(ConnectorError):
+    """Redis could not be reached or refused a command."""
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = Field("fd:", pattern=r"^[A-Za-z0-9:_.-]{1,64}$", description="Key prefix")
+    fleet_maxlen: int = Field(100_000, ge=100, description="Entries kept in the fleet stream")
+    server_maxlen: int = Field(7_200, ge=10, description="Entries kept per server stream")
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    """One entry to add: ``event`` name and JSON ``data`` for a stream key."""
+
+    key: str
+    event: str
+    data: str
+    maxlen: int
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    id: str
+    event: str
+    data: str
+
+
+class LiveStreams:
+    """Async client of FleetDeck's live keys in Redis."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.keys = RedisKeys(settings.prefix)
+        self._redis = aioredis.from_url(settings.url, decode_responses=True,
+                                        health_check_interval=30)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def publish(self, events: Iterable[LiveEvent],
+                      summaries: Mapping[str, str] | None = None) -> None:
+        """Add ``events`` and update server ``summaries`` in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for ev in events:
+            pipe.xadd(ev.key, {"event": ev.event, "data": ev.data}, maxlen=ev.maxlen,
+                      approximate=True)
+        if summaries:
+            pipe.hset(self.keys.servers, mapping=dict(summaries))
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise LiveStreamError(f"redis publish failed: {exc!r}") from exc
+
+    async def read(self, key: str, after: str, *, block_ms: int = 15_000,
+                   count: int = 500) -> list[StreamEntry]:
+        """Entries of ``key`` after id ``after`` (``$`` = only new ones), waiting up to block_ms."""
+        try:
+            reply = await self._redis.xread({key: after}, block=block_ms, count=count)
+        except (RedisError, OSError) as exc:
+            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
+        entries = []
+        for _key, items in reply or ():
+            for entry_id, fields in items:
+                entries.append(StreamEntry(entry_id, fields.get("event", "message"),
+                                           fields.get("data", "{}")))
+        return entries
+
+    async def last_id(self, key: str) -> str:
+        """Id of the newest entry of ``key`` ("0-0" when empty)."""
+        try:
+            items = await self._redis.xrevrange(key, count=1)
+        except (RedisError, OSError) as exc:
+            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
+        return items[0][0] if items else "0-0"
+
+    async def tail(self, key: str, count: int) -> list[StreamEntry]:
+        """The newest ``count`` entries of ``key``, newest first."""
+        try:
+            items = await self._redis.xrevrange(key, count=count)
+        except (RedisError, OSError) as exc:
+            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
+        return [StreamEntry(i, f.get("event", "message"), f.get("data", "{}")) for i, f in items]
+
+    async def summaries(self) -> dict[str, str]:
+        try:
+            return await self._redis.hgetall(self.keys.servers)
+        except (RedisError, OSError) as exc:
+            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
+
+    async def summary(self, server_id: str) -> str | None:
+        try:
+            return await self._redis.hget(self.keys.servers, server_id)
+        except (RedisError, OSError) as exc:
+            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
+
+    async def incr(self, counter: str, amount: int = 1) -> None:
+        try:
+            await self._redis.hincrby(self.keys.counters, counter, amount)
+        except (RedisError, OSError) as exc:
+            raise LiveStreamError(f"redis counter failed: {exc!r}") from exc
+
+    async def counters(self) -> dict[str, int]:
+        try:
+            raw = await self._redis.hgetall(self.keys.counters)
+        except (RedisError, OSError) as exc:
+            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
+        return {k: int(v) for k, v in raw.items()}

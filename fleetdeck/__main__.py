@@ -1,0 +1,3 @@
+from fleetdeck.cli import main
+
+main()

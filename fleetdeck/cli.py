@@ -1,0 +1,110 @@
+"""The ``fleetdeck`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fleetdeck import logs
+
+app = typer.Typer(help="FleetDeck: a control plane for fleets of Linux servers.",
+                  no_args_is_help=True, add_completion=False)
+schemas_app = typer.Typer(help="Message schemas for integrators.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks; each prints one JSON object on its last line.",
+                        no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(bench_app, name="bench")
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error")]
+LogFormat = Annotated[str, typer.Option("--log-format", help="json or text")]
+
+
+@app.command()
+def up(
+    simulate: Annotated[int, typer.Option(min=0, max=5000,
+                                          help="Also run N simulated servers")] = 0,
+    data_dir: Annotated[Path, typer.Option(help="Where data and logs live")] = Path(".fleetdeck"),
+    ui_port: Annotated[int, typer.Option(min=0, max=65535, help="Dashboard port")] = 8000,
+    watch: Annotated[list[str] | None, typer.Option(help="Process name the local agent "
+                                                    "watches (repeatable)")] = None,
+) -> None:
+    """Start the whole embedded stack and show its status until Ctrl-C."""
+    from fleetdeck.settings import StackSettings
+    from fleetdeck.up import run_up
+
+    logs.configure("warning", "text")
+    settings = StackSettings(data_dir=data_dir, ui_port=ui_port)
+    raise typer.Exit(run_up(settings, simulate=simulate, watch=watch or []))
+
+
+@app.command()
+def agent(
+    simulate: Annotated[int, typer.Option(min=0, max=20000,
+                                          help="Run N synthetic servers too")] = 0,
+    local: Annotated[bool, typer.Option(help="Sample this machine")] = True,
+    watch: Annotated[list[str] | None, typer.Option(help="Process name to watch "
+                                                    "(repeatable)")] = None,
+    interval: Annotated[float | None, typer.Option(min=0.1, help="Seconds between samples")]
+    = None,
+    seconds: Annotated[float | None, typer.Option(min=1, help="Stop after this long")] = None,
+    log_level: LogLevel = "info", log_format: LogFormat = "json",
+) -> None:
+    """Sample this machine (and/or simulated servers) and publish to Kafka."""
+    from agent.main import run
+
+    logs.configure(log_level, log_format)
+    if not local and not simulate:
+        raise typer.BadParameter("nothing to sample: give --simulate N or drop --no-local")
+    asyncio.run(run(simulate=simulate, local=local, watch=watch, interval=interval,
+                    seconds=seconds))
+
+
+@app.command()
+def streams(
+    data_dir: Annotated[Path, typer.Option(help="Faust data directory")] = Path(
+        ".fleetdeck/streams"),
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the Faust stream worker (live fan-out, storage, rollups, health)."""
+    from streams.app import run
+    from streams.settings import StreamsSettings
+
+    logs.configure(log_level, "json")
+    run(StreamsSettings(data_dir=str(data_dir)), loglevel=log_level)
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on")] = 8000,
+    log_level: LogLevel = "info",
+) -> None:
+    """Serve the dashboard, JSON API and SSE stream."""
+    import uvicorn
+
+    from ui.app import create_app
+    from ui.settings import UISettings
+
+    logs.configure(log_level, "json")
+    settings = UISettings(host=host, port=port)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
+                access_log=False, log_level=log_level)
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Annotated[Path, typer.Argument(help="Output directory")]) -> None:
+    """Write the JSON Schema of every message to DIRECTORY."""
+    from schemas.export import export
+
+    for path in export(directory):
+        typer.echo(str(path))
+
+
+def main() -> None:
+    from fleetdeck import bench
+
+    bench.register(bench_app)
+    app()

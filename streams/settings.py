@@ -1,0 +1,26 @@
+"""Settings of the stream worker (``FLEETDECK_`` environment variables, ``__`` nests)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.kafka import KafkaSettings
+from connectors.redis_live import RedisSettings
+from connectors.victoriametrics import VMSettings
+from streams.health.logic import HealthPolicy
+
+
+class StreamsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETDECK_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    app_id: str = Field("fleetdeck-streams", description="Faust app id (consumer group)")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    vm: VMSettings = Field(default_factory=VMSettings)
+    health: HealthPolicy = Field(default_factory=HealthPolicy)
+    batch_max: int = Field(1000, ge=1, description="Samples handled per batch at most")
+    batch_within_s: float = Field(0.005, gt=0, description="Longest wait to fill a batch")
+    data_dir: str = Field(".fleetdeck/streams", description="Faust data directory")
+    web_port: int = Field(0, ge=0, description="Faust web port (0: web server off)")

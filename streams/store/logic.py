@@ -1,0 +1,85 @@
+"""Samples as VictoriaMetrics lines, and 1-minute rollups (min/avg/max per channel)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas import MetricSample, points
+
+ROLLUP_AGGREGATES = ("min", "avg", "max")
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(sample: MetricSample, extra: dict[str, str]) -> str:
+    parts = [f'server="{escape_label(sample.server_id)}"',
+             f'tenant="{escape_label(sample.tenant)}"']
+    parts.extend(f'{k}="{escape_label(v)}"' for k, v in extra.items())
+    return ",".join(parts)
+
+
+def to_lines(sample: MetricSample) -> list[str]:
+    """Prometheus text lines (millisecond timestamps) for every channel of ``sample``."""
+    ts_ms = int(sample.ts.timestamp() * 1000)
+    return [f"{channel.metric}{{{_labels(sample, labels)}}} {value!r} {ts_ms}"
+            for channel, labels, value in points(sample)]
+
+
+@dataclass
+class _Bucket:
+    lo: float
+    hi: float
+    total: float = 0.0
+    count: int = 0
+    dirty: bool = True
+
+    def add(self, value: float) -> None:
+        self.lo, self.hi = min(self.lo, value), max(self.hi, value)
+        self.total += value
+        self.count += 1
+        self.dirty = True
+
+
+@dataclass
+class Rollups:
+    """Min/avg/max per (series, minute) of the total channels (no per-item series).
+
+    A minute is flushed once it is ``grace_s`` old; buckets are kept for ``keep_s`` so a
+    late sample (replayed after an outage) re-flushes the whole, corrected minute.
+    """
+
+    grace_s: float = 5.0
+    keep_s: float = 900.0
+    buckets: dict[tuple[str, str, int], _Bucket] = field(default_factory=dict)
+
+    def add(self, sample: MetricSample) -> None:
+        minute = int(sample.ts.timestamp()) // 60 * 60
+        labels = _labels(sample, {})
+        for channel, extra, value in points(sample):
+            if extra:
+                continue
+            key = (channel.metric, labels, minute)
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                self.buckets[key] = _Bucket(value, value, value, 1)
+            else:
+                bucket.add(value)
+
+    def flush(self, now: float) -> list[str]:
+        """Lines for every closed minute that changed since its last flush."""
+        lines = []
+        for key, bucket in list(self.buckets.items()):
+            metric, labels, minute = key
+            if minute + 60 + self.keep_s < now:
+                del self.buckets[key]
+                continue
+            if not bucket.dirty or minute + 60 + self.grace_s > now:
+                continue
+            bucket.dirty = False
+            ts_ms = minute * 1000
+            values = {"min": bucket.lo, "avg": bucket.total / bucket.count, "max": bucket.hi}
+            lines.extend(f"{metric}:1m_{agg}{{{labels}}} {values[agg]!r} {ts_ms}"
+                         for agg in ROLLUP_AGGREGATES)
+        return lines

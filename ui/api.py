@@ -1,0 +1,166 @@
+"""JSON API and the SSE stream."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from connectors.redis_live import STREAM_ID, LiveStreams
+from connectors.victoriametrics import VMClient
+from schemas import CHANNELS, HealthState
+from ui import series as series_logic
+from ui.errors import APIError, bad_parameter
+
+log = logging.getLogger(__name__)
+
+_SERVER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class ORJSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _live(request: Request) -> LiveStreams:
+    return request.app.state.live  # type: ignore[no-any-return]
+
+
+def _vm(request: Request) -> VMClient:
+    return request.app.state.vm  # type: ignore[no-any-return]
+
+
+def _server_id(value: str, name: str = "id") -> str:
+    if not _SERVER_ID.match(value):
+        raise bad_parameter(name, "letters, digits and . _ : - only, at most 128 characters")
+    return value
+
+
+async def list_servers(request: Request) -> Response:
+    """
+    summary: Servers with their health, last seen time and latest CPU and memory figures.
+    parameters:
+      - {name: health, in: query, schema: {type: string, enum: [OK, WARNING, CRITICAL, STALE, OFFLINE]}}
+      - {name: q, in: query, description: substring of hostname or server id, schema: {type: string}}
+    responses:
+      200: {description: "{servers: [...]}"}
+      400: {description: bad parameter}
+    """
+    health = request.query_params.get("health")
+    if health is not None and health not in HealthState.__members__:
+        raise bad_parameter("health", f"must be one of {', '.join(HealthState.__members__)}")
+    needle = request.query_params.get("q", "").lower()
+    if len(needle) > 256:
+        raise bad_parameter("q", "at most 256 characters")
+    servers = [orjson.loads(raw) for raw in (await _live(request).summaries()).values()]
+    servers = [s for s in servers
+               if (health is None or s.get("health") == health)
+               and (needle in s.get("hostname", "").lower() or needle in s["server_id"].lower())]
+    servers.sort(key=lambda s: (s.get("hostname", ""), s["server_id"]))
+    return ORJSONResponse({"servers": servers})
+
+
+async def get_server(request: Request) -> Response:
+    """
+    summary: One server's summary and its latest full sample.
+    responses:
+      200: {description: "{server: {...}, sample: {...}}"}
+      404: {description: unknown server}
+    """
+    server_id = _server_id(request.path_params["id"])
+    live = _live(request)
+    raw = await live.summary(server_id)
+    if raw is None:
+        raise APIError(404, "not_found", f"no server {server_id!r}")
+    return ORJSONResponse({"server": orjson.loads(raw),
+                           "sample": await _latest_sample(live, server_id)})
+
+
+async def _latest_sample(live: LiveStreams, server_id: str) -> Any:
+    for entry in await live.tail(live.keys.server_stream(server_id), 20):
+        if entry.event == "sample":
+            return orjson.loads(entry.data)
+    return None
+
+
+async def get_series(request: Request) -> Response:
+    """
+    summary: Time series of one server from VictoriaMetrics, one column set per series.
+    parameters:
+      - {name: channels, in: query, description: comma-separated channel names, schema: {type: string}}
+      - {name: range, in: query, description: "15m, 1h, 6h, 24h or any duration 1m..31d", schema: {type: string}}
+      - {name: step, in: query, description: seconds between points, schema: {type: integer}}
+      - {name: end, in: query, description: Unix time of the range end, schema: {type: number}}
+    responses:
+      200: {description: "{server_id, range, step_s, start, end, series: [{channel, labels, unit, timestamps, values}]}"}
+      400: {description: bad parameter, naming it}
+      404: {description: unknown server}
+    """
+    server_id = _server_id(request.path_params["id"])
+    params = request.query_params
+    range_text = params.get("range", "1h")
+    range_s = series_logic.parse_range(range_text)
+    query = series_logic.SeriesQuery(
+        server_id=server_id, channels=series_logic.parse_channels(params.get("channels")),
+        range_s=range_s, step_s=series_logic.parse_step(params.get("step"), range_s),
+        end=series_logic.parse_end(params.get("end"), time.time()))
+    if await _live(request).summary(server_id) is None:
+        raise APIError(404, "not_found", f"no server {server_id!r}")
+    body = await _vm(request).query_range_raw(series_logic.build_query(query), query.start,
+                                              query.end, query.step_s)
+    result = series_logic.reshape(query, body)
+    result["range"] = range_text
+    return ORJSONResponse(result)
+
+
+async def list_channels(request: Request) -> Response:
+    """
+    summary: Every channel with its unit and description.
+    responses:
+      200: {description: "{channels: [{name, unit, description, label}]}"}
+    """
+    return ORJSONResponse({"channels": [
+        {"name": c.name, "unit": c.unit, "description": c.description, "label": c.label}
+        for c in CHANNELS.values()]})
+
+
+async def stream(request: Request) -> Response:
+    """
+    summary: Server-Sent Events of samples and health changes (fleet, or one server).
+    description: >
+      Events `sample` and `health`; each event id is the Redis stream id, so a client
+      reconnecting with Last-Event-ID (header or `last_event_id` query parameter) resumes
+      without gaps or duplicates.
+    parameters:
+      - {name: server, in: query, description: only this server (full samples), schema: {type: string}}
+      - {name: Last-Event-ID, in: header, schema: {type: string}}
+    responses:
+      200: {description: text/event-stream}
+      400: {description: bad parameter}
+    """
+    live = _live(request)
+    server = request.query_params.get("server")
+    key = live.keys.server_stream(_server_id(server, "server")) if server else \
+        live.keys.fleet_stream
+    resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if resume is not None and not STREAM_ID.match(resume):
+        raise bad_parameter("Last-Event-ID", f"{resume[:64]!r} is not an event id of this stream")
+    after = resume or await live.last_id(key)
+    return EventSourceResponse(_events(live, key, after), ping=request.app.state.settings.sse_ping_s,
+                               headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _events(live: LiveStreams, key: str, after: str) -> AsyncIterator[dict[str, str]]:
+    while True:
+        for entry in await live.read(key, after, block_ms=5_000):
+            after = entry.id
+            yield {"id": entry.id, "event": entry.event, "data": entry.data}

@@ -1,0 +1,108 @@
+"""The Starlette application: pages, JSON API, SSE, health and metrics endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.schemas import SchemaGenerator
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from connectors.errors import ConnectorError
+from connectors.redis_live import LiveStreams
+from connectors.victoriametrics import VMClient
+from ui import api
+from ui.errors import APIError, http_error, upstream_error
+from ui.settings import UISettings
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+schemas = SchemaGenerator({"openapi": "3.0.3",
+                           "info": {"title": "FleetDeck API", "version": "1"}})
+
+
+async def index(request: Request) -> Response:
+    return templates.TemplateResponse(request, "index.html")
+
+
+async def server_page(request: Request) -> Response:
+    server_id = api._server_id(request.path_params["id"])
+    if await request.app.state.live.summary(server_id) is None:
+        raise APIError(404, "not_found", f"no server {server_id!r}")
+    return templates.TemplateResponse(request, "server.html", {"server_id": server_id})
+
+
+async def healthz(request: Request) -> Response:
+    """
+    summary: Liveness and dependencies (Redis, VictoriaMetrics).
+    responses:
+      200: {description: all dependencies reachable}
+      503: {description: a dependency is unreachable}
+    """
+    checks = {"redis": await request.app.state.live.ping(),
+              "victoriametrics": await request.app.state.vm.healthy()}
+    return JSONResponse({"status": "ok" if all(checks.values()) else "degraded",
+                         "checks": checks}, status_code=200 if all(checks.values()) else 503)
+
+
+async def metrics(request: Request) -> Response:
+    """
+    summary: Prometheus exposition of FleetDeck's own pipeline counters.
+    responses:
+      200: {description: text/plain; version=0.0.4}
+    """
+    try:
+        counters = await request.app.state.live.counters()
+    except ConnectorError:
+        counters = {}
+    lines = []
+    for name, value in sorted(counters.items()):
+        metric, _, reason = name.partition(":")
+        label = f'{{reason="{reason}"}}' if reason else ""
+        lines.append(f"fleetdeck_{metric}_total{label} {value}")
+    lines.append(f"fleetdeck_ui_uptime_seconds {time.monotonic() - request.app.state.started:.0f}")
+    return PlainTextResponse("\n".join(lines) + "\n",
+                             media_type="text/plain; version=0.0.4")
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(schemas.get_schema(routes=request.app.routes))
+
+
+def create_app(settings: UISettings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.live = LiveStreams(settings.redis)
+        app.state.vm = VMClient(settings.vm)
+        app.state.started = time.monotonic()
+        try:
+            yield
+        finally:
+            await app.state.live.close()
+            await app.state.vm.close()
+
+    routes = [
+        Route("/", index, include_in_schema=False),
+        Route("/servers/{id}", server_page, include_in_schema=False),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/api/v1/servers", api.list_servers),
+        Route("/api/v1/servers/{id}", api.get_server),
+        Route("/api/v1/servers/{id}/series", api.get_series),
+        Route("/api/v1/channels", api.list_channels),
+        Route("/api/v1/stream", api.stream),
+        Route("/api/v1/openapi.json", openapi, include_in_schema=False),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error,
+                                         ConnectorError: upstream_error})

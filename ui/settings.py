@@ -1,0 +1,20 @@
+"""Settings of the UI process (``FLEETDECK_`` environment variables, ``__`` nests)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.redis_live import RedisSettings
+from connectors.victoriametrics import VMSettings
+
+
+class UISettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEETDECK_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    vm: VMSettings = Field(default_factory=VMSettings)
+    sse_ping_s: float = Field(15.0, gt=0, description="Keep-alive comment interval on SSE")
