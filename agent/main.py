@@ -19,7 +19,8 @@ def build_sources(settings: AgentSettings, *, simulate: int, local: bool) -> lis
         from agent.collectors import Sampler
 
         sources.append(Sampler(server_id=settings.server_id, tenant=settings.tenant,
-                               hostname=settings.hostname, watch=settings.watch))
+                               hostname=settings.hostname, watch=settings.watch,
+                               interval_s=settings.interval_s))
     sources.extend(SimulatedServer(i, tenant=settings.tenant) for i in range(simulate))
     return sources
 

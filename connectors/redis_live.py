@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
@@ -20,7 +21,7 @@ from schemas.topics import RedisKeys
 
 log = logging.getLogger(__name__)
 
-STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 class LiveStreamError(ConnectorError):
@@ -57,7 +58,7 @@ class LiveStreams:
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
         self.keys = RedisKeys(settings.prefix)
-        self._redis = aioredis.from_url(settings.url, decode_responses=True,
+        self._redis: Any = aioredis.from_url(settings.url, decode_responses=True,
                                         health_check_interval=30)
 
     async def close(self) -> None:

@@ -23,7 +23,7 @@ class VMSettings(BaseModel):
     url: str = Field("http://127.0.0.1:8428", description="VictoriaMetrics base URL")
     timeout_s: float = Field(10.0, gt=0)
     batch_lines: int = Field(20_000, ge=1, description="Flush a write batch at this many lines")
-    flush_interval_s: float = Field(1.0, gt=0, description="Flush a write batch at least this often")
+    flush_interval_s: float = Field(1.0, gt=0, description="Flush a batch at least this often")
     queue_batches: int = Field(64, ge=1, description="Batches buffered before writers wait")
 
 

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class StackSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEETDECK_STACK_", extra="ignore")
 
-    data_dir: Path = Field(Path(".fleetdeck"), description="Every data directory and log lives here")
+    data_dir: Path = Field(Path(".fleetdeck"), description="Data directories and logs go here")
     host: str = "127.0.0.1"
     kafka_port: int = Field(9092, ge=0, le=65535, description="0 or busy: a free port is used")
     vm_port: int = Field(8428, ge=0, le=65535, description="0 or busy: a free port is used")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (local URL)
+        with urllib.request.urlopen(url, timeout=1) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False

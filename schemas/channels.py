@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from schemas.metrics import DiskIO, MetricSample, NetIO
 
 
@@ -51,12 +53,21 @@ LOAD1 = _ch("load.1", "", "Load average, 1 minute")
 LOAD5 = _ch("load.5", "", "Load average, 5 minutes")
 LOAD15 = _ch("load.15", "", "Load average, 15 minutes")
 _DISK_FIELDS = ("read_bps", "write_bps", "read_ops", "write_ops")
-_DISK = {f: _ch(f"disk.{f}", DiskIO.model_fields[f].json_schema_extra["unit"],  # type: ignore[index]
-                DiskIO.model_fields[f].description or f, "disk") for f in _DISK_FIELDS}
+
+
+def _unit(model: type[BaseModel], name: str) -> str:
+    extra = model.model_fields[name].json_schema_extra
+    return str(extra["unit"]) if isinstance(extra, dict) else ""
+
+
+def _desc(model: type[BaseModel], name: str) -> str:
+    return model.model_fields[name].description or name
+
+
+_DISK = {f: _ch(f"disk.{f}", _unit(DiskIO, f), _desc(DiskIO, f), "disk") for f in _DISK_FIELDS}
 _NET_FIELDS = ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "rx_errs", "tx_errs", "rx_drops",
                "tx_drops")
-_NET = {f: _ch(f"net.{f}", NetIO.model_fields[f].json_schema_extra["unit"],  # type: ignore[index]
-               NetIO.model_fields[f].description or f, "iface") for f in _NET_FIELDS}
+_NET = {f: _ch(f"net.{f}", _unit(NetIO, f), _desc(NetIO, f), "iface") for f in _NET_FIELDS}
 FS_USED_PCT = _ch("fs.used_pct", "%", "Filesystem space in use", "mount")
 PROC_UP = _ch("proc.up", "", "Watched process is running (1) or not (0)", "process")
 PROC_INSTANCES = _ch("proc.instances", "", "Running instances of a watched process", "process")

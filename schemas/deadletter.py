@@ -17,7 +17,7 @@ class DeadLetter(BaseModel):
     id: str = Field(default_factory=new_id)
     ts: UtcDatetime = Field(default_factory=utcnow)
     source_topic: str
-    reason: str = Field(description="Short machine code: undecodable, oversized, wrong_version, invalid")
+    reason: str = Field(description="undecodable, oversized, wrong_version or invalid")
     detail: str = Field(max_length=4000, description="Human readable detail")
     key: str | None = None
     size: int = Field(ge=0, description="Size of the original payload (bytes)")

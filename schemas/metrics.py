@@ -6,15 +6,15 @@ Every field carries its unit and description; the channel table in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.envelope import Envelope
 
 
-def _f(unit: str, description: str, **kw: object) -> object:
-    return Field(description=description, json_schema_extra={"unit": unit}, **kw)  # type: ignore[call-overload]
+def _f(unit: str, description: str, **kw: Any) -> Any:
+    return Field(description=description, json_schema_extra={"unit": unit}, **kw)
 
 
 class _Part(BaseModel):

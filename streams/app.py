@@ -13,6 +13,7 @@ import faust
 from connectors.redis_live import LiveStreams
 from connectors.victoriametrics import VMClient
 from schemas.topics import DEAD_LETTER, HEALTH, METRICS, Topic
+from streams import resets
 from streams.ingest.pipeline import Pipeline
 from streams.settings import StreamsSettings
 from streams.store.writer import VMWriter
@@ -69,6 +70,10 @@ def create_app(settings: StreamsSettings) -> faust.App:
     @app.task
     async def write_forever() -> None:
         await writer.run()
+
+    @app.task
+    async def watch_for_log_resets() -> None:
+        await resets.ResetWatch(app).run()
 
     @app.timer(1.0)
     async def tick() -> None:

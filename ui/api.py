@@ -40,7 +40,7 @@ def _vm(request: Request) -> VMClient:
 
 
 def _server_id(value: str, name: str = "id") -> str:
-    if not _SERVER_ID.match(value):
+    if not _SERVER_ID.fullmatch(value):
         raise bad_parameter(name, "letters, digits and . _ : - only, at most 128 characters")
     return value
 
@@ -49,8 +49,10 @@ async def list_servers(request: Request) -> Response:
     """
     summary: Servers with their health, last seen time and latest CPU and memory figures.
     parameters:
-      - {name: health, in: query, schema: {type: string, enum: [OK, WARNING, CRITICAL, STALE, OFFLINE]}}
-      - {name: q, in: query, description: substring of hostname or server id, schema: {type: string}}
+      - name: health
+        in: query
+        schema: {type: string, enum: [OK, WARNING, CRITICAL, STALE, OFFLINE]}
+      - {name: q, in: query, description: part of hostname or id, schema: {type: string}}
     responses:
       200: {description: "{servers: [...]}"}
       400: {description: bad parameter}
@@ -96,12 +98,14 @@ async def get_series(request: Request) -> Response:
     """
     summary: Time series of one server from VictoriaMetrics, one column set per series.
     parameters:
-      - {name: channels, in: query, description: comma-separated channel names, schema: {type: string}}
-      - {name: range, in: query, description: "15m, 1h, 6h, 24h or any duration 1m..31d", schema: {type: string}}
+      - {name: channels, in: query, description: comma-separated, schema: {type: string}}
+      - {name: range, in: query, description: "15m, 1h, 6h, 24h, 1m..31d", schema: {type: string}}
       - {name: step, in: query, description: seconds between points, schema: {type: integer}}
       - {name: end, in: query, description: Unix time of the range end, schema: {type: number}}
     responses:
-      200: {description: "{server_id, range, step_s, start, end, series: [{channel, labels, unit, timestamps, values}]}"}
+      200:
+        description: "{server_id, range, step_s, start, end, series: [{channel, labels,
+          unit, timestamps, values}]}"
       400: {description: bad parameter, naming it}
       404: {description: unknown server}
     """
@@ -141,7 +145,7 @@ async def stream(request: Request) -> Response:
       reconnecting with Last-Event-ID (header or `last_event_id` query parameter) resumes
       without gaps or duplicates.
     parameters:
-      - {name: server, in: query, description: only this server (full samples), schema: {type: string}}
+      - {name: server, in: query, description: only this server, schema: {type: string}}
       - {name: Last-Event-ID, in: header, schema: {type: string}}
     responses:
       200: {description: text/event-stream}
@@ -152,10 +156,11 @@ async def stream(request: Request) -> Response:
     key = live.keys.server_stream(_server_id(server, "server")) if server else \
         live.keys.fleet_stream
     resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    if resume is not None and not STREAM_ID.match(resume):
+    if resume is not None and not STREAM_ID.fullmatch(resume):
         raise bad_parameter("Last-Event-ID", f"{resume[:64]!r} is not an event id of this stream")
     after = resume or await live.last_id(key)
-    return EventSourceResponse(_events(live, key, after), ping=request.app.state.settings.sse_ping_s,
+    ping = request.app.state.settings.sse_ping_s
+    return EventSourceResponse(_events(live, key, after), ping=ping,
                                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

@@ -6,8 +6,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from connectors.errors import ConnectorError
-
 
 class APIError(HTTPException):
     def __init__(self, status: int, code: str, message: str) -> None:

@@ -16,7 +16,7 @@ from schemas import CHANNELS
 from ui.errors import bad_parameter
 
 RANGES = {"15m": 900, "1h": 3600, "6h": 21600, "24h": 86400}
-_DURATION = re.compile(r"^(\d{1,5})([smhd])$")
+_DURATION = re.compile(r"^([0-9]{1,5})([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_RANGE_S = 31 * 86400
 TARGET_POINTS = 720
@@ -37,7 +37,7 @@ class SeriesQuery:
 
 
 def parse_range(text: str) -> int:
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match:
         raise bad_parameter("range", f"{text!r} is not a duration like 15m, 1h, 6h or 24h")
     seconds = int(match[1]) * _UNIT_S[match[2]]
@@ -101,7 +101,7 @@ _METRIC_TO_CHANNEL = {c.metric: c for c in CHANNELS.values()}
 def reshape(q: SeriesQuery, body: bytes) -> dict[str, Any]:
     """VictoriaMetrics' matrix JSON as per-series columns (timestamps, values)."""
     result = orjson.loads(body)["data"]["result"]
-    series = []
+    series: list[dict[str, Any]] = []
     for item in result:
         labels = dict(item["metric"])
         channel = _METRIC_TO_CHANNEL.get(labels.pop("__name__", ""))

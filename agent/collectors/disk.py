@@ -81,8 +81,8 @@ class DiskCollector:
         """Recompute which names are disks and which count in the total, when devices change."""
         if names == self._seen:
             return
-        block = _listdir(self._sys_block)
-        self._disks = whole_disks(names, None if block is None else set(block))
+        block = _listdir(self._sys_block)  # missing or empty (some sandboxes): guess by name
+        self._disks = whole_disks(names, set(block) if block else None)
         self._physical = frozenset(
             n for n in self._disks if not _is_stacked(n, self._sys_block))
         self._seen = names

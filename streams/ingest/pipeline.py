@@ -16,8 +16,8 @@ import orjson
 from connectors.redis_live import LiveEvent, LiveStreamError, LiveStreams
 from schemas import DeadLetter, HealthChange, HealthState, MetricSample
 from schemas.topics import METRICS
-from streams.ingest.logic import decode_sample
 from streams.health.logic import HealthTracker, ServerHealth
+from streams.ingest.logic import decode_sample
 from streams.live import logic as live
 from streams.settings import StreamsSettings
 from streams.store.logic import Rollups, to_lines

@@ -69,7 +69,7 @@ class Rollups:
 
     def flush(self, now: float) -> list[str]:
         """Lines for every closed minute that changed since its last flush."""
-        lines = []
+        lines: list[str] = []
         for key, bucket in list(self.buckets.items()):
             metric, labels, minute = key
             if minute + 60 + self.keep_s < now:

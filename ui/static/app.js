@@ -164,9 +164,9 @@ export function drawSparkline(canvas, values, { max = 100, slots = 60, color = "
 // ---- live stream --------------------------------------------------------------------
 
 // Opens an EventSource on `url` and calls handlers[eventName](parsedJson) per event.
-// The browser reconnects by itself (sending Last-Event-ID); if it gives up (HTTP error),
-// a new EventSource is made after a back-off and `onResync` is called once it is open,
-// since the new connection cannot resume from the last event id.
+// The browser reconnects by itself (sending Last-Event-ID). If it gives up (an HTTP error),
+// a new EventSource is made after a back-off; it resumes with the `last_event_id` query
+// parameter, or, when no event was received yet, calls `onResync` once it is open.
 export function openStream(url, handlers, onResync) {
   const status = document.getElementById("conn-status");
   const show = (state, text) => {
@@ -176,9 +176,13 @@ export function openStream(url, handlers, onResync) {
     status.textContent = text;
   };
   let retryMs = 1000;
-  const connect = (resync) => {
-    const es = new EventSource(url);
-    show("connecting", resync ? "reconnecting…" : "connecting…");
+  let lastId = "";
+  const connect = (again) => {
+    const target = new URL(url, location.href);
+    if (lastId) target.searchParams.set("last_event_id", lastId);
+    let resync = again && !lastId;
+    const es = new EventSource(target);
+    show("connecting", again ? "reconnecting…" : "connecting…");
     es.addEventListener("open", () => {
       retryMs = 1000;
       show("live", "live");
@@ -193,6 +197,7 @@ export function openStream(url, handlers, onResync) {
     });
     for (const [name, handle] of Object.entries(handlers)) {
       es.addEventListener(name, (ev) => {
+        if (ev.lastEventId) lastId = ev.lastEventId;
         let data;
         try {
           data = JSON.parse(ev.data);

@@ -194,13 +194,15 @@ let range = Object.hasOwn(RANGES, asked ?? "") ? asked : "1h";
 let loading = null; // AbortController of the series request in flight
 let pending = []; // [t, sample] received while loading, appended after it
 
+// GET /api/v1/servers/{id} -> {server: summary, sample: latest full sample or null}
 async function loadInfo() {
   const body = await getJSON(`/api/v1/servers/${encodeURIComponent(serverId)}`);
-  const s = body?.server ?? body;
+  const s = body?.server;
   if (!s) return;
   setHostname(s.hostname);
   setBadge(badge, s.health, s.reasons ?? []);
   setLastSeen(lastSeen, s.last_seen ?? null);
+  if (Array.isArray(body.sample?.processes)) renderProcesses(body.sample.processes);
 }
 
 async function loadSeries() {

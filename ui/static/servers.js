@@ -99,7 +99,7 @@ function applySample(d) {
   const row = ensureRow(d.server_id, d.hostname, d.tenant);
   setFigures(row, d.cpu, d.mem);
   setLastSeen(row.seen, d.ts);
-  setBadge(row.badge, d.health);
+  setBadge(row.badge, d.health, d.reasons); // the fleet stream's summaries carry reasons
   filter(row);
 }
 

@@ -1,0 +1,1 @@
+"""The agent: samples a server and publishes to Kafka (collectors, spool, publisher)."""

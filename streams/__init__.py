@@ -1,0 +1,1 @@
+"""The Faust stream worker: one package per domain, thin agents over plain logic."""

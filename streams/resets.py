@@ -1,0 +1,113 @@
+"""Recovery from a broker that came back with empty logs.
+
+Apache Kafka keeps its logs across restarts; the embedded Tansu broker keeps topics in
+memory, so after a restart every partition starts again at offset 0. The Faust consumer
+would then sit at its old position (or commit it again) and skip, or drop as
+"already seen", every sample that agents replay from their spools.
+
+:class:`ResetDetector` (plain logic) notices that a partition's end offset went below the
+highest end offset seen before; the worker then rewinds that partition to offset 0 and
+forgets Faust's read/commit bookkeeping for it. Re-processing is safe: the sinks are
+idempotent (same series and timestamp in VictoriaMetrics; health keyed by sample time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ResetDetector:
+    high: dict[Hashable, int] = field(default_factory=dict)
+
+    def observe(self, ends: Mapping[Hashable, int]) -> set[Hashable]:
+        """Partitions whose log end went backwards since the last observation."""
+        reset = {tp for tp, end in ends.items() if end < self.high.get(tp, 0)}
+        for tp, end in ends.items():
+            self.high[tp] = end
+        return reset
+
+
+def forget(consumer: Any, tp: Any) -> None:
+    """Drop Faust's offset bookkeeping of ``tp`` (what Faust does on revocation)."""
+    for name in ("_gap", "_acked", "_acked_index", "_read_offset", "_committed_offset"):
+        getattr(consumer, name).pop(tp, None)
+
+
+class ResetWatch:
+    """Faust glue: holds commits while the broker is away, then checks what it kept.
+
+    While end offsets cannot be read, commits are held back (a stale in-memory offset
+    committed to a fresh broker would make the group skip the replayed samples). When
+    the broker answers again, partitions whose committed offset vanished, or whose log
+    end went backwards, are rewound to offset 0.
+    """
+
+    def __init__(self, app: Any, interval: float = 0.5) -> None:
+        self.app = app
+        self.interval = interval
+        self.detector = ResetDetector()
+        self.suspect = False
+        self.rewinds = 0
+
+    def install(self) -> None:
+        consumer = self.app.consumer
+        commit = consumer._commit
+
+        async def guarded(offsets: Any) -> bool:
+            return False if self.suspect else bool(await commit(offsets))
+
+        consumer._commit = guarded
+
+    async def run(self) -> None:
+        self.install()
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except Exception as exc:  # broker away: hold commits and try again
+                if not self.suspect:
+                    log.warning("broker unreachable (%r); holding offset commits", exc)
+                self.suspect = True
+
+    async def check(self) -> None:
+        consumer = self.app.consumer
+        tps = sorted(consumer.assignment())
+        if not tps:
+            return
+        async with asyncio.timeout(5):
+            ends = await consumer.highwaters(*tps)
+            lost = await self._lost_commits(tps) if self.suspect else set()
+        for tp in self.detector.observe(ends) | lost:
+            log.warning("log of %s was reset (end offset %s); rewinding to 0", tp, ends.get(tp))
+            forget(consumer, tp)
+            await consumer.seek(tp, 0)
+            self.rewinds += 1
+        if self.suspect:
+            log.info("broker back; offset commits resume")
+        self.suspect = False
+
+    async def _lost_commits(self, tps: list[Any]) -> set[Any]:
+        consumer = self.app.consumer
+        thread = consumer._thread
+        client = thread._ensure_consumer()
+        lost = set()
+        for tp in tps:
+            if consumer._committed_offset.get(tp) is None:
+                continue
+            committed = await thread.call_thread(client.committed, _aiokafka_tp(tp))
+            if committed is None:
+                lost.add(tp)
+        return lost
+
+
+def _aiokafka_tp(tp: Any) -> Any:
+    from aiokafka.structs import TopicPartition
+
+    return TopicPartition(tp.topic, tp.partition)

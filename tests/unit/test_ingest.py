@@ -1,0 +1,47 @@
+import orjson
+import pytest
+
+from schemas import DeadLetter, MetricSample
+from streams.ingest.logic import decode_sample
+from tests.factories import sample
+
+GOOD = sample().model_dump_json().encode()
+
+
+def decode(raw: bytes | None, max_bytes: int = 10_000) -> MetricSample | DeadLetter:
+    return decode_sample(raw, topic="fd.metrics", key=b"k", max_bytes=max_bytes)
+
+
+def test_valid_sample_decodes() -> None:
+    assert isinstance(decode(GOOD), MetricSample)
+
+
+def test_unknown_fields_are_tolerated_in_telemetry() -> None:
+    data = orjson.loads(GOOD) | {"future_field": 1}
+    assert isinstance(decode(orjson.dumps(data)), MetricSample)
+
+
+@pytest.mark.parametrize(("raw", "reason", "detail"), [
+    (b"{not json", "undecodable", "not JSON"),
+    (b"[1, 2]", "undecodable", "expected a JSON object"),
+    (None, "undecodable", "not JSON"),
+    (b"\xff\xfe", "undecodable", "not JSON"),
+    (orjson.dumps(orjson.loads(GOOD) | {"schema_version": 2}), "wrong_version",
+     "schema_version 2"),
+    (orjson.dumps(orjson.loads(GOOD) | {"server_id": "../etc"}), "invalid", "server_id"),
+    (orjson.dumps({k: v for k, v in orjson.loads(GOOD).items() if k != "cpu"}), "invalid",
+     "cpu: Field required"),
+    (orjson.dumps(orjson.loads(GOOD) | {"ts": "2026-01-01T00:00:00"}), "invalid", "timezone"),
+])
+def test_bad_messages_become_dead_letters(raw: bytes | None, reason: str, detail: str) -> None:
+    letter = decode(raw)
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason == reason
+    assert detail in letter.detail
+    assert letter.source_topic == "fd.metrics" and letter.key == "k"
+
+
+def test_oversized_is_rejected_before_parsing() -> None:
+    letter = decode(GOOD, max_bytes=100)
+    assert isinstance(letter, DeadLetter) and letter.reason == "oversized"
+    assert letter.size == len(GOOD) and len(letter.payload_preview) <= 2048

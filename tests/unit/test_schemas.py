@@ -1,0 +1,37 @@
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import CHANNELS, MetricSample, points
+from schemas.export import export
+from tests.factories import sample
+
+
+def test_every_channel_has_unit_and_description() -> None:
+    for channel in CHANNELS.values():
+        assert channel.description, channel.name
+        assert channel.metric.startswith("fd_") and "." not in channel.metric
+
+
+def test_points_cover_totals_and_items() -> None:
+    names = {(c.name, tuple(labels)) for c, labels, _ in points(sample(fs_pct=10.0))}
+    assert ("cpu.total", ()) in names and ("cpu.core", ("core",)) in names
+    assert ("fs.used_pct", ("mount",)) in names and ("net.rx_bps", ()) in names
+
+
+def test_timestamps_must_have_a_timezone() -> None:
+    data = sample().model_dump(mode="json") | {"ts": "2026-01-01T00:00:00"}
+    with pytest.raises(ValidationError, match="timezone"):
+        MetricSample.model_validate(data)
+
+
+def test_export_writes_valid_json_schema_with_units(tmp_path: Path) -> None:
+    files = export(tmp_path)
+    names = {f.name for f in files}
+    assert names == {"MetricSample.schema.json", "HealthChange.schema.json",
+                     "DeadLetter.schema.json"}
+    doc = json.loads((tmp_path / "MetricSample.schema.json").read_text())
+    assert doc["x-topic"] == "fd.metrics"
+    assert doc["$defs"]["CpuStats"]["properties"]["total"]["unit"] == "%"

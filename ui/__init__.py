@@ -1,0 +1,1 @@
+"""The Starlette app: pages, JSON API, SSE."""
