@@ -49,7 +49,9 @@ def run_up(settings: StackSettings, *, simulate: int, watch: list[str]) -> int:
         with Live(_table(stack), console=console, refresh_per_second=1) as live:
             while not stopping:
                 time.sleep(1)
-                stack.supervisor.restart_exited()
+                for service in stack.supervisor.restart_exited():
+                    if service.name.startswith("kafka"):
+                        stack.create_topics()
                 live.update(_table(stack))
     except StackError as exc:
         console.print(f"[red]cannot start: {exc}[/]")
