@@ -33,6 +33,7 @@ class RedisSettings(BaseModel):
     prefix: str = Field("fd:", pattern=r"^[A-Za-z0-9:_.-]{1,64}$", description="Key prefix")
     fleet_maxlen: int = Field(100_000, ge=100, description="Entries kept in the fleet stream")
     server_maxlen: int = Field(7_200, ge=10, description="Entries kept per server stream")
+    socket_timeout_s: float = Field(30.0, gt=0, description="Longer than any blocking read")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,9 @@ class LiveStreams:
         self.settings = settings
         self.keys = RedisKeys(settings.prefix)
         self._redis: Any = aioredis.from_url(settings.url, decode_responses=True,
-                                        health_check_interval=30)
+                                             health_check_interval=30,
+                                             socket_timeout=settings.socket_timeout_s,
+                                             socket_connect_timeout=5)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -9,7 +9,7 @@ process) and, where the sample has one, a total series without that label.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
@@ -22,11 +22,10 @@ class Channel:
     unit: str
     description: str
     label: str | None = None  # label that tells items apart, e.g. "disk"
+    metric: str = field(init=False)  # VictoriaMetrics metric name
 
-    @property
-    def metric(self) -> str:
-        """VictoriaMetrics metric name."""
-        return "fd_" + self.name.replace(".", "_")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metric", "fd_" + self.name.replace(".", "_"))
 
 
 Point = tuple[Channel, dict[str, str], float]

@@ -17,6 +17,7 @@ from streams import resets
 from streams.ingest.pipeline import Pipeline
 from streams.settings import StreamsSettings
 from streams.store.writer import VMWriter
+from streams.transport import transport_for
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def create_app(settings: StreamsSettings) -> faust.App:
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=20.0,
     )
+    app.transport = transport_for(app, settings.fetch_max_wait_ms)
     metrics, dead, health = _topic(app, METRICS), _topic(app, DEAD_LETTER), _topic(app, HEALTH)
     live = LiveStreams(settings.redis)
     vm = VMClient(settings.vm)

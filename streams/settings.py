@@ -22,5 +22,7 @@ class StreamsSettings(BaseSettings):
     health: HealthPolicy = Field(default_factory=HealthPolicy)
     batch_max: int = Field(1000, ge=1, description="Samples handled per batch at most")
     batch_within_s: float = Field(0.005, gt=0, description="Longest wait to fill a batch")
+    fetch_max_wait_ms: int = Field(20, ge=1, le=5000, description="Longest a consumer fetch "
+                                   "waits for data (the embedded broker always waits this long)")
     data_dir: str = Field(".fleetdeck/streams", description="Faust data directory")
     web_port: int = Field(0, ge=0, description="Faust web port (0: web server off)")

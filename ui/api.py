@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -13,7 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from connectors.redis_live import STREAM_ID, LiveStreams
+from connectors.redis_live import STREAM_ID, LiveStreamError, LiveStreams
 from connectors.victoriametrics import VMClient
 from schemas import CHANNELS, HealthState
 from ui import series as series_logic
@@ -166,6 +167,12 @@ async def stream(request: Request) -> Response:
 
 async def _events(live: LiveStreams, key: str, after: str) -> AsyncIterator[dict[str, str]]:
     while True:
-        for entry in await live.read(key, after, block_ms=5_000):
+        try:
+            entries = await live.read(key, after, block_ms=5_000)
+        except LiveStreamError as exc:  # Redis away: keep the client, retry from the same id
+            log.warning("live stream read failed, retrying: %s", exc)
+            await asyncio.sleep(1.0)
+            continue
+        for entry in entries:
             after = entry.id
             yield {"id": entry.id, "event": entry.event, "data": entry.data}

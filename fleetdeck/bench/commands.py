@@ -1,9 +1,74 @@
-"""Bench command definitions (filled in per benchmark module)."""
+"""The ``fleetdeck bench`` sub-commands. Each starts the embedded stack it needs unless
+pointed at running services, and prints one JSON object on its last line."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Annotated
+
 import typer
+
+from fleetdeck.bench import common
+
+Kafka = Annotated[str | None, typer.Option(help="Running broker host:port")]
+UIUrl = Annotated[str | None, typer.Option(help="Running UI base URL")]
+VMUrl = Annotated[str | None, typer.Option(help="Running VictoriaMetrics URL")]
+RedisUrl = Annotated[str | None, typer.Option(help="Running Redis URL")]
+Prefix = Annotated[str, typer.Option(help="Redis key prefix of the running stack")]
+
+
+def live(
+    agents: Annotated[int, typer.Option(min=1, max=20000, help="Simulated agents")] = 1000,
+    seconds: Annotated[float, typer.Option(min=5, help="Seconds of load")] = 60,
+    kafka: Kafka = None, ui_url: UIUrl = None, redis_url: RedisUrl = None,
+    redis_prefix: Prefix = "fd:",
+) -> None:
+    """Latency from sample taken to SSE event received, with N agents at 1 Hz."""
+    from fleetdeck.bench.live import measure
+
+    endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix)
+    if endpoints is not None:
+        common.result(asyncio.run(measure(endpoints, agents, seconds)))
+        return
+    with common.embedded(["kafka", "vm", "streams", "ui"], prefix="bench-live:") as stack:
+        common.result(asyncio.run(measure(stack.endpoints, agents, seconds)))
+
+
+def query(
+    servers: Annotated[int, typer.Option(min=1, max=10000, help="Servers to fill")] = 1000,
+    range_: Annotated[str, typer.Option("--range", help="Range to fill and query")] = "1h",
+    requests: Annotated[int, typer.Option(min=10, help="Query pairs to time")] = 300,
+    vm_url: VMUrl = None, ui_url: UIUrl = None, redis_url: RedisUrl = None,
+    redis_prefix: Prefix = "fd:",
+) -> None:
+    """P95 of /api/v1/servers/{id}/series against the same query sent to VictoriaMetrics."""
+    from fleetdeck.bench.query import run
+
+    endpoints = common.given(None, ui_url, vm_url, redis_url, redis_prefix)
+    if endpoints is not None:
+        common.result(run(endpoints, servers, range_, requests))
+        return
+    with common.embedded(["vm", "ui"], prefix="bench-query:") as stack:
+        common.result(run(stack.endpoints, servers, range_, requests))
+
+
+def agent(
+    seconds: Annotated[float, typer.Option(min=5, help="Seconds to measure")] = 60,
+    watch: Annotated[list[str] | None, typer.Option(help="Process names to watch")] = None,
+    kafka: Kafka = None,
+) -> None:
+    """CPU (% of one core) and RSS of the real agent sampling this machine at 1 Hz."""
+    from fleetdeck.bench.agent import run
+    from fleetdeck.stack import Endpoints
+
+    if kafka:
+        common.result(run(Endpoints(kafka=kafka), seconds, watch=watch))
+        return
+    with common.embedded(["kafka"], prefix="bench-agent:") as stack:
+        common.result(run(stack.endpoints, seconds, watch=watch))
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command()(live)
+    app.command()(query)
+    app.command()(agent)

@@ -44,7 +44,7 @@ class Pipeline:
         now = time.monotonic()
         events: list[LiveEvent] = []
         changes: list[HealthChange] = []
-        lines: list[str] = []
+        samples: list[MetricSample] = []
         touched: set[str] = set()
         for raw in batch:
             item = self._decode(raw)
@@ -59,9 +59,12 @@ class Pipeline:
             self.briefs[item.server_id] = brief
             touched.add(item.server_id)
             events.extend(live.sample_events(item, brief, self.live.keys, self.settings.redis))
+            samples.append(item)
+        await self._publish(events, changes, touched)  # the live view first: it is waited on
+        lines: list[str] = []
+        for item in samples:
             lines.extend(to_lines(item))
             self.rollups.add(item)
-        await self._publish(events, changes, touched)
         if lines:
             await self.writer.put(lines)
 

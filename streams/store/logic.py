@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from schemas import MetricSample, points
 
@@ -14,10 +15,15 @@ def escape_label(value: str) -> str:
 
 
 def _labels(sample: MetricSample, extra: dict[str, str]) -> str:
-    parts = [f'server="{escape_label(sample.server_id)}"',
-             f'tenant="{escape_label(sample.tenant)}"']
-    parts.extend(f'{k}="{escape_label(v)}"' for k, v in extra.items())
-    return ",".join(parts)
+    base = _base_labels(sample.server_id, sample.tenant)
+    if not extra:
+        return base
+    return base + "," + ",".join(f'{k}="{escape_label(v)}"' for k, v in extra.items())
+
+
+@lru_cache(maxsize=65_536)
+def _base_labels(server_id: str, tenant: str) -> str:
+    return f'server="{escape_label(server_id)}",tenant="{escape_label(tenant)}"'
 
 
 def to_lines(sample: MetricSample) -> list[str]:
@@ -52,34 +58,38 @@ class Rollups:
 
     grace_s: float = 5.0
     keep_s: float = 900.0
-    buckets: dict[tuple[str, str, int], _Bucket] = field(default_factory=dict)
+    minutes: dict[int, dict[tuple[str, str], _Bucket]] = field(default_factory=dict)
+    _dirty: set[int] = field(default_factory=set)
 
     def add(self, sample: MetricSample) -> None:
         minute = int(sample.ts.timestamp()) // 60 * 60
+        buckets = self.minutes.setdefault(minute, {})
+        self._dirty.add(minute)
         labels = _labels(sample, {})
         for channel, extra, value in points(sample):
             if extra:
                 continue
-            key = (channel.metric, labels, minute)
-            bucket = self.buckets.get(key)
+            key = (channel.metric, labels)
+            bucket = buckets.get(key)
             if bucket is None:
-                self.buckets[key] = _Bucket(value, value, value, 1)
+                buckets[key] = _Bucket(value, value, value, 1)
             else:
                 bucket.add(value)
 
     def flush(self, now: float) -> list[str]:
         """Lines for every closed minute that changed since its last flush."""
+        for minute in [m for m in self.minutes if m + 60 + self.keep_s < now]:
+            del self.minutes[minute]
+            self._dirty.discard(minute)
         lines: list[str] = []
-        for key, bucket in list(self.buckets.items()):
-            metric, labels, minute = key
-            if minute + 60 + self.keep_s < now:
-                del self.buckets[key]
-                continue
-            if not bucket.dirty or minute + 60 + self.grace_s > now:
-                continue
-            bucket.dirty = False
+        for minute in sorted(m for m in self._dirty if m + 60 + self.grace_s <= now):
+            self._dirty.discard(minute)
             ts_ms = minute * 1000
-            values = {"min": bucket.lo, "avg": bucket.total / bucket.count, "max": bucket.hi}
-            lines.extend(f"{metric}:1m_{agg}{{{labels}}} {values[agg]!r} {ts_ms}"
-                         for agg in ROLLUP_AGGREGATES)
+            for (metric, labels), bucket in self.minutes.get(minute, {}).items():
+                if not bucket.dirty:
+                    continue
+                bucket.dirty = False
+                values = {"min": bucket.lo, "avg": bucket.total / bucket.count, "max": bucket.hi}
+                lines.extend(f"{metric}:1m_{agg}{{{labels}}} {values[agg]!r} {ts_ms}"
+                             for agg in ROLLUP_AGGREGATES)
         return lines

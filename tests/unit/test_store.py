@@ -50,4 +50,4 @@ def test_old_buckets_are_forgotten() -> None:
     rollups.add(sample(ts=T0))
     rollups.flush(T0.timestamp() + 70)
     rollups.flush(T0.timestamp() + 200)
-    assert rollups.buckets == {}
+    assert rollups.minutes == {}

@@ -1,0 +1,66 @@
+"""Helpers shared by the benchmarks: stack startup, percentiles, the JSON result line."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fleetdeck.settings import StackSettings
+from fleetdeck.stack import EmbeddedStack, Endpoints
+
+console = Console(stderr=True)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (``pct`` in 0..100) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def result(data: dict[str, Any]) -> None:
+    """Print the one JSON object that ends every bench's output."""
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in data.items()}),
+          flush=True)
+
+
+@contextmanager
+def embedded(parts: Sequence[str], data_dir: Path | None = None,
+             prefix: str = "bench:") -> Iterator[EmbeddedStack]:
+    """Start the named parts of the embedded stack on free ports; stop them afterwards."""
+    with tempfile.TemporaryDirectory(prefix="fleetdeck-bench-") as tmp:
+        settings = StackSettings(data_dir=data_dir or Path(tmp), kafka_port=0, vm_port=0,
+                                 ui_port=0, redis_prefix=prefix)
+        stack = EmbeddedStack(settings)
+        try:
+            with console.status("starting the embedded stack…"):
+                if "kafka" in parts:
+                    stack.start_kafka()
+                if "vm" in parts:
+                    stack.start_vm()
+                stack.start_redis()
+                if "streams" in parts:
+                    stack.start_streams()
+                if "ui" in parts:
+                    stack.start_ui()
+            yield stack
+        finally:
+            stack.stop()
+
+
+def given(kafka: str | None, ui_url: str | None, vm_url: str | None, redis_url: str | None,
+          prefix: str) -> Endpoints | None:
+    """Endpoints of running services when the user named them all, else None."""
+    if ui_url and (kafka or vm_url) and redis_url:
+        return Endpoints(kafka=kafka or "", vm_url=vm_url or "", redis_url=redis_url,
+                         redis_prefix=prefix, ui_url=ui_url)
+    return None

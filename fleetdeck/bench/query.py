@@ -1,0 +1,129 @@
+"""``fleetdeck bench query``: the series API against the same query sent straight to VM.
+
+Fills VictoriaMetrics with N servers' last hour (or range) at 1 s, registers the servers
+in Redis, then alternates API and raw requests for random servers so both see the same
+cache and load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+from rich.progress import Progress
+
+from fleetdeck.bench.common import console, percentile
+from fleetdeck.stack import Endpoints
+from schemas import CHANNELS, RedisKeys
+from ui import series
+
+CHANNELS_QUERIED = series.DEFAULT_CHANNELS
+
+
+def _series_lines(server_id: str, start: int, seconds: int, rng: random.Random) -> list[bytes]:
+    timestamps = [(start + i) * 1000 for i in range(seconds)]
+    lines = []
+    for name in CHANNELS_QUERIED:
+        level, values = rng.uniform(10, 60), []
+        for _ in range(seconds):
+            level = min(100.0, max(0.0, level + rng.gauss(0, 1.5)))
+            values.append(round(level, 2))
+        metric = {"__name__": CHANNELS[name].metric, "server": server_id, "tenant": "bench"}
+        lines.append(orjson.dumps({"metric": metric, "values": values,
+                                   "timestamps": timestamps}))
+    return lines
+
+
+async def fill(endpoints: Endpoints, servers: int, range_s: int) -> list[str]:
+    ids = [f"bench-{i:05d}" for i in range(servers)]
+    end = int(time.time())
+    rng = random.Random(7)
+    async with httpx.AsyncClient(base_url=endpoints.vm_url, timeout=120) as vm:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"filling {servers} servers × {range_s} s", total=servers)
+            batch: list[bytes] = []
+            for server_id in ids:
+                batch.extend(_series_lines(server_id, end - range_s, range_s, rng))
+                if len(batch) >= 200:
+                    await _import(vm, batch)
+                    batch = []
+                progress.advance(task)
+            if batch:
+                await _import(vm, batch)
+        await vm.get("/internal/force_flush")
+    await _register(endpoints, ids)
+    return ids
+
+
+async def _import(vm: httpx.AsyncClient, lines: list[bytes]) -> None:
+    resp = await vm.post("/api/v1/import", content=b"\n".join(lines) + b"\n")
+    resp.raise_for_status()
+
+
+async def _register(endpoints: Endpoints, ids: list[str]) -> None:
+    keys = RedisKeys(endpoints.redis_prefix)
+    client = aioredis.from_url(endpoints.redis_url)
+    try:
+        summaries = {i: orjson.dumps({"server_id": i, "hostname": i, "tenant": "bench",
+                                      "health": "OK", "reasons": []}) for i in ids}
+        await client.hset(keys.servers, mapping=summaries)  # type: ignore[arg-type]
+    finally:
+        await client.aclose()
+
+
+async def measure(endpoints: Endpoints, ids: list[str], range_text: str,
+                  requests: int) -> dict[str, Any]:
+    range_s = series.parse_range(range_text)
+    api_ms: list[float] = []
+    raw_ms: list[float] = []
+    rng = random.Random(11)
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(20):  # warm both paths and their connections
+            await _time_pair(client, endpoints, rng.choice(ids), range_text, range_s)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{requests} query pairs", total=requests)
+            for _ in range(requests):
+                api, raw = await _time_pair(client, endpoints, rng.choice(ids), range_text,
+                                            range_s)
+                api_ms.append(api)
+                raw_ms.append(raw)
+                progress.advance(task)
+    p95, raw_p95 = percentile(api_ms, 95), percentile(raw_ms, 95)
+    return {"bench": "query", "servers": len(ids), "range": range_text, "requests": requests,
+            "p50_ms": percentile(api_ms, 50), "p95_ms": p95,
+            "raw_p50_ms": percentile(raw_ms, 50), "raw_p95_ms": raw_p95,
+            "ratio_p95": p95 / raw_p95 if raw_p95 else float("nan")}
+
+
+async def _time_pair(client: httpx.AsyncClient, endpoints: Endpoints, server_id: str,
+                     range_text: str, range_s: int) -> tuple[float, float]:
+    channels = ",".join(CHANNELS_QUERIED)
+    t0 = time.perf_counter()
+    resp = await client.get(f"{endpoints.ui_url}/api/v1/servers/{server_id}/series",
+                            params={"channels": channels, "range": range_text})
+    api = (time.perf_counter() - t0) * 1000
+    resp.raise_for_status()
+    body = resp.json()
+    if not body["series"] or not body["series"][0]["timestamps"]:
+        raise RuntimeError(f"the API returned no points for {server_id}")
+    q = series.SeriesQuery(server_id, CHANNELS_QUERIED, range_s, body["step_s"], body["end"])
+    t0 = time.perf_counter()
+    raw = await client.get(f"{endpoints.vm_url}/api/v1/query_range", params={
+        "query": series.build_query(q), "start": f"{q.start:.3f}", "end": f"{q.end:.3f}",
+        "step": f"{q.step_s}s"})
+    raw_ms = (time.perf_counter() - t0) * 1000
+    raw.raise_for_status()
+    return api, raw_ms
+
+
+def run(endpoints: Endpoints, servers: int, range_text: str, requests: int) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        ids = await fill(endpoints, servers, series.parse_range(range_text))
+        return await measure(endpoints, ids, range_text, requests)
+
+    return asyncio.run(main())
