@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
@@ -165,7 +166,8 @@ async def stream(request: Request) -> Response:
                                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-async def _events(live: LiveStreams, key: str, after: str) -> AsyncIterator[dict[str, str]]:
+async def _events(live: LiveStreams, key: str, after: str) -> AsyncIterator[bytes]:
+    """Every entry after ``after``; the entries of one read go out in one write."""
     while True:
         try:
             entries = await live.read(key, after, block_ms=5_000)
@@ -173,6 +175,7 @@ async def _events(live: LiveStreams, key: str, after: str) -> AsyncIterator[dict
             log.warning("live stream read failed, retrying: %s", exc)
             await asyncio.sleep(1.0)
             continue
-        for entry in entries:
-            after = entry.id
-            yield {"id": entry.id, "event": entry.event, "data": entry.data}
+        if entries:
+            after = entries[-1].id
+            yield b"".join(ServerSentEvent(data=e.data, event=e.event, id=e.id).encode()
+                           for e in entries)

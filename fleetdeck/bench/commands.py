@@ -19,7 +19,9 @@ Prefix = Annotated[str, typer.Option(help="Redis key prefix of the running stack
 
 def live(
     agents: Annotated[int, typer.Option(min=1, max=20000, help="Simulated agents")] = 1000,
-    seconds: Annotated[float, typer.Option(min=5, help="Seconds of load")] = 60,
+    seconds: Annotated[float, typer.Option(min=5, help="Seconds of load measured")] = 60,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before measuring "
+                                          "latency (still counted for lost)")] = 5,
     kafka: Kafka = None, ui_url: UIUrl = None, redis_url: RedisUrl = None,
     redis_prefix: Prefix = "fd:",
 ) -> None:
@@ -28,10 +30,10 @@ def live(
 
     endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix)
     if endpoints is not None:
-        common.result(asyncio.run(measure(endpoints, agents, seconds)))
+        common.result(asyncio.run(measure(endpoints, agents, seconds, warmup)))
         return
     with common.embedded(["kafka", "vm", "streams", "ui"], prefix="bench-live:") as stack:
-        common.result(asyncio.run(measure(stack.endpoints, agents, seconds)))
+        common.result(asyncio.run(measure(stack.endpoints, agents, seconds, warmup)))
 
 
 def query(

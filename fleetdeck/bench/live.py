@@ -78,19 +78,23 @@ def agent_totals(stderr: bytes) -> dict[str, Any]:
     raise RuntimeError("the agent process did not report its totals:\n" + stderr.decode()[-2000:])
 
 
-async def measure(endpoints: Endpoints, agents: int, seconds: float) -> dict[str, Any]:
+async def measure(endpoints: Endpoints, agents: int, seconds: float,
+                  warmup: float = 5.0) -> dict[str, Any]:
+    """Time every sample; latencies of the first ``warmup`` seconds (caches filling, first
+    health evaluation of every server) are left out of the percentiles, not out of ``lost``."""
     await wait_until_flowing(endpoints)
     latencies: list[float] = []
     seen: set[tuple[str, str]] = set()
-    proc = agent_process(endpoints, agents, seconds)
     started = time.time()
+    proc = agent_process(endpoints, agents, seconds + warmup)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"{agents} agents for {seconds:.0f} s", total=seconds)
+        total = seconds + warmup
+        task = progress.add_task(f"{agents} agents for {total:.0f} s", total=total)
         async with httpx.AsyncClient(base_url=endpoints.ui_url, timeout=None) as client:
-            reader = asyncio.create_task(_read(client, latencies, seen))
+            reader = asyncio.create_task(_read(client, latencies, seen, started + warmup))
             while proc.poll() is None:
                 await asyncio.sleep(0.5)
-                progress.update(task, completed=min(seconds, time.time() - started))
+                progress.update(task, completed=min(total, time.time() - started))
             totals = agent_totals(proc.stderr.read() if proc.stderr else b"")
             deadline = time.time() + 15  # let the tail of the run drain through
             while len(seen) < totals["sent"] and time.time() < deadline:
@@ -98,14 +102,14 @@ async def measure(endpoints: Endpoints, agents: int, seconds: float) -> dict[str
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
     sent, received = int(totals["sent"]), len(seen)
-    return {"bench": "live", "agents": agents, "seconds": seconds,
+    return {"bench": "live", "agents": agents, "seconds": seconds, "warmup_s": warmup,
             "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
             "p99_ms": percentile(latencies, 99), "max_ms": max(latencies, default=0.0),
             "sent": sent, "received": received, "lost": max(0, sent - received)}
 
 
 async def _read(client: httpx.AsyncClient, latencies: list[float],
-                seen: set[tuple[str, str]]) -> None:
+                seen: set[tuple[str, str]], measure_from: float) -> None:
     async with client.stream("GET", "/api/v1/stream") as resp:
         event = ""
         async for line in resp.aiter_lines():
@@ -120,4 +124,5 @@ async def _read(client: httpx.AsyncClient, latencies: list[float],
                 if key not in seen:
                     seen.add(key)
                     taken = datetime.fromisoformat(data["ts"]).timestamp()
-                    latencies.append((now - taken) * 1000)
+                    if taken >= measure_from:
+                        latencies.append((now - taken) * 1000)

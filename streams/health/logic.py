@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, model_validator
 
-from schemas import CHANNELS, HealthChange, HealthState, MetricSample, points
+from schemas import CHANNELS, HealthChange, HealthState, MetricSample
 
 
 class Threshold(BaseModel):
@@ -50,17 +50,16 @@ class HealthPolicy(BaseModel):
 
 def evaluate(sample: MetricSample, policy: HealthPolicy) -> tuple[HealthState, list[str]]:
     """Health of one sample and the reasons for anything not OK."""
-    limits = {t.channel: t for t in policy.thresholds}
     state, reasons = HealthState.OK, []
-    for channel, labels, value in points(sample):
-        limit = limits.get(channel.name)
-        if limit is None or value < limit.warning:
-            continue
-        level = HealthState.CRITICAL if value >= limit.critical else HealthState.WARNING
-        where = "".join(f"[{v}]" for v in labels.values())
-        bound = limit.critical if level is HealthState.CRITICAL else limit.warning
-        reasons.append(f"{channel.name}{where} {value:.1f} >= {bound:g}")
-        state = max(state, level, key=lambda s: s.rank)
+    for limit in policy.thresholds:
+        for item, value in CHANNELS[limit.channel].extract(sample):
+            if value < limit.warning:
+                continue
+            level = HealthState.CRITICAL if value >= limit.critical else HealthState.WARNING
+            where = "" if item is None else f"[{item}]"
+            bound = limit.critical if level is HealthState.CRITICAL else limit.warning
+            reasons.append(f"{limit.channel}{where} {value:.1f} >= {bound:g}")
+            state = max(state, level, key=lambda s: s.rank)
     for proc in sample.processes:
         if not proc.up:
             reasons.append(f"process {proc.name} down")

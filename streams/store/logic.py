@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from schemas import MetricSample, points
+from schemas.channels import totals
 
 ROLLUP_AGGREGATES = ("min", "avg", "max")
 
@@ -14,23 +15,46 @@ def escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _labels(sample: MetricSample, extra: dict[str, str]) -> str:
-    base = _base_labels(sample.server_id, sample.tenant)
-    if not extra:
-        return base
-    return base + "," + ",".join(f'{k}="{escape_label(v)}"' for k, v in extra.items())
-
-
 @lru_cache(maxsize=65_536)
 def _base_labels(server_id: str, tenant: str) -> str:
     return f'server="{escape_label(server_id)}",tenant="{escape_label(tenant)}"'
 
 
+def _shape(sample: MetricSample) -> tuple[object, ...]:
+    """What decides a sample's series: its id, and the names of its items."""
+    return (sample.server_id, sample.tenant, len(sample.cpu.per_core),
+            tuple(d.name for d in sample.disks), tuple(n.name for n in sample.nets),
+            tuple(f.mount for f in sample.filesystems), tuple(p.name for p in sample.processes))
+
+
+def _make_prefixes(sample: MetricSample) -> tuple[str, ...]:
+    """``metric{labels} `` of every point of ``sample``, in points() order."""
+    base = _base_labels(sample.server_id, sample.tenant)
+    return tuple(f"{ch.metric}{{{base}}} " if item is None or ch.label is None else
+                 f'{ch.metric}{{{base},{ch.label}="{escape_label(item)}"}} '
+                 for ch, item, _ in points(sample))
+
+
+_BY_SHAPE: dict[tuple[object, ...], tuple[str, ...]] = {}
+_MAX_SHAPES = 50_000
+
+
+def _prefixes(sample: MetricSample) -> tuple[str, ...]:
+    """Series names of a sample, built once per server and shape (they rarely change)."""
+    shape = _shape(sample)
+    prefixes = _BY_SHAPE.get(shape)
+    if prefixes is None:
+        if len(_BY_SHAPE) >= _MAX_SHAPES:
+            _BY_SHAPE.clear()
+        prefixes = _BY_SHAPE[shape] = _make_prefixes(sample)
+    return prefixes
+
+
 def to_lines(sample: MetricSample) -> list[str]:
     """Prometheus text lines (millisecond timestamps) for every channel of ``sample``."""
-    ts_ms = int(sample.ts.timestamp() * 1000)
-    return [f"{channel.metric}{{{_labels(sample, labels)}}} {value!r} {ts_ms}"
-            for channel, labels, value in points(sample)]
+    ts = f" {int(sample.ts.timestamp() * 1000)}"
+    return [f"{prefix}{point[2]!r}{ts}"
+            for prefix, point in zip(_prefixes(sample), points(sample), strict=True)]
 
 
 @dataclass
@@ -65,10 +89,8 @@ class Rollups:
         minute = int(sample.ts.timestamp()) // 60 * 60
         buckets = self.minutes.setdefault(minute, {})
         self._dirty.add(minute)
-        labels = _labels(sample, {})
-        for channel, extra, value in points(sample):
-            if extra:
-                continue
+        labels = _base_labels(sample.server_id, sample.tenant)
+        for channel, value in totals(sample):
             key = (channel.metric, labels)
             bucket = buckets.get(key)
             if bucket is None:

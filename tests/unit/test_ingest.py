@@ -45,3 +45,11 @@ def test_oversized_is_rejected_before_parsing() -> None:
     letter = decode(GOOD, max_bytes=100)
     assert isinstance(letter, DeadLetter) and letter.reason == "oversized"
     assert letter.size == len(GOOD) and len(letter.payload_preview) <= 2048
+
+
+def test_full_sample_keeps_the_agents_json_and_adds_health() -> None:
+    from streams.live.logic import full_sample
+
+    data = orjson.loads(full_sample(GOOD + b"\n", "CRITICAL"))
+    assert data["health"] == "CRITICAL"
+    assert data | {"health": None} == orjson.loads(GOOD) | {"health": None}

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from schemas import CHANNELS, MetricSample, points
+from schemas import CHANNELS, MetricSample, channels, points, value_of
 from schemas.export import export
 from tests.factories import sample
 
@@ -16,9 +16,16 @@ def test_every_channel_has_unit_and_description() -> None:
 
 
 def test_points_cover_totals_and_items() -> None:
-    names = {(c.name, tuple(labels)) for c, labels, _ in points(sample(fs_pct=10.0))}
+    names = {(c.name, tuple(c.labels(item))) for c, item, _ in points(sample(fs_pct=10.0))}
     assert ("cpu.total", ()) in names and ("cpu.core", ("core",)) in names
     assert ("fs.used_pct", ("mount",)) in names and ("net.rx_bps", ()) in names
+
+
+def test_totals_and_value_of() -> None:
+    s = sample(cpu=42.0, fs_pct=10.0)
+    totals = {c.name: v for c, v in channels.totals(s)}
+    assert totals["cpu.total"] == 42.0 and "fs.used_pct" not in totals and "cpu.core" not in totals
+    assert value_of(s, "cpu.total") == 42.0 and value_of(s, "fs.used_pct") is None
 
 
 def test_timestamps_must_have_a_timezone() -> None:
