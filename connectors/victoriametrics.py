@@ -1,4 +1,8 @@
-"""VictoriaMetrics over its HTTP API: ``/api/v1/import`` and ``/api/v1/query_range``."""
+"""VictoriaMetrics over its HTTP API: ``/api/v1/import`` and ``/api/v1/query_range``.
+
+aiohttp rather than httpx: on the dashboard's query path the client's own overhead is
+what the API adds to VictoriaMetrics' time, and aiohttp's is a fraction of httpx's.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from pydantic import BaseModel, Field
 
@@ -28,15 +32,23 @@ class VMSettings(BaseModel):
 
 
 class VMClient:
-    """Async VictoriaMetrics client (one pooled HTTP connection set)."""
+    """Async VictoriaMetrics client (one pooled connection set, opened on first use)."""
 
     def __init__(self, settings: VMSettings) -> None:
         self.settings = settings
-        self._http = httpx.AsyncClient(base_url=settings.url, timeout=settings.timeout_s,
-                                       limits=httpx.Limits(max_keepalive_connections=20))
+        self._base = settings.url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
+                connector=aiohttp.TCPConnector(limit=50, keepalive_timeout=30))
+        return self._session
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def import_json(self, lines: Sequence[bytes]) -> None:
         """Write series in VictoriaMetrics' JSON line format (one series per line)."""
@@ -48,22 +60,25 @@ class VMClient:
 
     async def _post(self, path: str, body: bytes) -> None:
         try:
-            resp = await self._http.post(path, content=body)
-        except httpx.HTTPError as exc:
+            async with self._http().post(self._base + path, data=body) as resp:
+                if resp.status >= 300:
+                    text = (await resp.text())[:200]
+                    raise VictoriaMetricsError(f"POST {path}: HTTP {resp.status} {text}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise VictoriaMetricsError(f"POST {path} failed: {exc!r}") from exc
-        if resp.status_code >= 300:
-            raise VictoriaMetricsError(f"POST {path}: HTTP {resp.status_code} {resp.text[:200]}")
 
     async def query_range_raw(self, query: str, start: float, end: float, step: float) -> bytes:
         """The raw JSON body of ``/api/v1/query_range``."""
         params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step}s"}
         try:
-            resp = await self._http.get("/api/v1/query_range", params=params)
-        except httpx.HTTPError as exc:
+            async with self._http().get(self._base + "/api/v1/query_range",
+                                        params=params) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise VictoriaMetricsError(f"query_range failed: {exc!r}") from exc
-        if resp.status_code != 200:
-            raise VictoriaMetricsError(f"query_range: HTTP {resp.status_code} {resp.text[:200]}")
-        return resp.content
+        if resp.status != 200:
+            raise VictoriaMetricsError(f"query_range: HTTP {resp.status} {body[:200]!r}")
+        return body
 
     async def query_range(self, query: str, start: float, end: float,
                           step: float) -> list[dict[str, Any]]:
@@ -75,6 +90,7 @@ class VMClient:
 
     async def healthy(self) -> bool:
         try:
-            return (await self._http.get("/health")).status_code == 200
-        except httpx.HTTPError:
+            async with self._http().get(self._base + "/health") as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             return False

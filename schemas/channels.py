@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 from schemas.metrics import DiskIO, MetricSample, NetIO, ProcessHealth
 
-
 Extract = Callable[[MetricSample], Iterable[tuple[str | None, float]]]
 
 

@@ -119,10 +119,12 @@ async def get_series(request: Request) -> Response:
         server_id=server_id, channels=series_logic.parse_channels(params.get("channels")),
         range_s=range_s, step_s=series_logic.parse_step(params.get("step"), range_s),
         end=series_logic.parse_end(params.get("end"), time.time()))
-    if await _live(request).summary(server_id) is None:
+    known, body = await asyncio.gather(  # both round trips at once
+        _live(request).summary(server_id),
+        _vm(request).query_range_raw(series_logic.build_query(query), query.start, query.end,
+                                     query.step_s))
+    if known is None:
         raise APIError(404, "not_found", f"no server {server_id!r}")
-    body = await _vm(request).query_range_raw(series_logic.build_query(query), query.start,
-                                              query.end, query.step_s)
     result = series_logic.reshape(query, body)
     result["range"] = range_text
     return ORJSONResponse(result)

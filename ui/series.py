@@ -109,10 +109,9 @@ def reshape(q: SeriesQuery, body: bytes) -> dict[str, Any]:
             continue
         labels.pop("server", None)
         labels.pop("tenant", None)
-        values = item["values"]
+        stamps, values = zip(*item["values"], strict=True) if item["values"] else ((), ())
         series.append({"channel": channel.name, "labels": labels, "unit": channel.unit,
-                       "timestamps": [v[0] for v in values],
-                       "values": [float(v[1]) for v in values]})
+                       "timestamps": list(stamps), "values": list(map(float, values))})
     series.sort(key=lambda s: (q.channels.index(s["channel"]), sorted(s["labels"].items())))
     return {"server_id": q.server_id, "range": f"{q.range_s}s", "step_s": q.step_s,
             "start": q.start, "end": q.end, "series": series}

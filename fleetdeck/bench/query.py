@@ -45,7 +45,7 @@ async def fill(endpoints: Endpoints, servers: int, range_s: int) -> list[str]:
     rng = random.Random(7)
     async with httpx.AsyncClient(base_url=endpoints.vm_url, timeout=120) as vm:
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"filling {servers} servers × {range_s} s", total=servers)
+            task = progress.add_task(f"filling {servers} servers x {range_s} s", total=servers)
             batch: list[bytes] = []
             for server_id in ids:
                 batch.extend(_series_lines(server_id, end - range_s, range_s, rng))
