@@ -64,8 +64,8 @@ def agent(
 
 @app.command()
 def streams(
-    data_dir: Annotated[Path, typer.Option(help="Faust data directory")] = Path(
-        ".fleetdeck/streams"),
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Faust data directory [default: FLEETDECK_DATA_DIR or .fleetdeck/streams]")] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the Faust stream worker (live fan-out, storage, rollups, health)."""
@@ -73,13 +73,16 @@ def streams(
     from streams.settings import StreamsSettings
 
     logs.configure(log_level, "json")
-    run(StreamsSettings(data_dir=str(data_dir)), loglevel=log_level)
+    overrides = {} if data_dir is None else {"data_dir": str(data_dir)}
+    run(StreamsSettings(**overrides), loglevel=log_level)  # type: ignore[arg-type]
 
 
 @app.command()
 def ui(
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on")] = 8000,
+    host: Annotated[str | None, typer.Option(
+        help="Address to listen on [default: FLEETDECK_HOST or 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(
+        min=1, max=65535, help="Port to listen on [default: FLEETDECK_PORT or 8000]")] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Serve the dashboard, JSON API and SSE stream."""
@@ -89,8 +92,9 @@ def ui(
     from ui.settings import UISettings
 
     logs.configure(log_level, "json")
-    settings = UISettings(host=host, port=port)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = UISettings(**overrides)  # type: ignore[arg-type]
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
                 access_log=False, log_level=log_level)
 
 
