@@ -36,6 +36,7 @@ def run_up(settings: StackSettings, *, simulate: int, watch: list[str]) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     stack = EmbeddedStack(settings)
     try:
         with console.status("starting the embedded stack…"):
