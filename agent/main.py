@@ -38,8 +38,8 @@ async def run(*, simulate: int = 0, local: bool = True, watch: list[str] | None 
                                      "broker": settings.kafka.bootstrap_servers})
     try:
         await agent.run(seconds)
-        if seconds is not None:
-            await agent.flush(timeout=10)
+        if seconds is not None and not await agent.flush(timeout=30):
+            log.warning("stopping with %d samples unsent", len(agent.spool))
     except (asyncio.CancelledError, KeyboardInterrupt):
         log.info("agent stopping")
     finally:

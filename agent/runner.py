@@ -50,11 +50,18 @@ class Agent:
             await asyncio.gather(sender, return_exceptions=True)
 
     async def flush(self, timeout: float) -> bool:
-        """Wait until the spool is empty (True) or ``timeout`` passes (False)."""
-        async with asyncio.timeout(timeout):
-            while len(self.spool):
-                await asyncio.sleep(0.02)
-        return True
+        """Publish what is spooled; True once the spool is empty, False after ``timeout``."""
+        sender = asyncio.create_task(self.publisher.run(), name="agent-flush")
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.spool):
+                    await asyncio.sleep(0.02)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
 
     async def _sample_loop(self, seconds: float | None) -> None:
         interval = self.settings.interval_s

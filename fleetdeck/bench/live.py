@@ -97,11 +97,11 @@ async def measure(endpoints: Endpoints, agents: int, seconds: float,
                 progress.update(task, completed=min(total, time.time() - started))
             totals = agent_totals(proc.stderr.read() if proc.stderr else b"")
             deadline = time.time() + 15  # let the tail of the run drain through
-            while len(seen) < totals["sent"] and time.time() < deadline:
+            while len(seen) < totals["samples"] and time.time() < deadline:
                 await asyncio.sleep(0.2)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-    sent, received = int(totals["sent"]), len(seen)
+    sent, received = int(totals["samples"]), len(seen)  # every sample taken must arrive
     return {"bench": "live", "agents": agents, "seconds": seconds, "warmup_s": warmup,
             "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
             "p99_ms": percentile(latencies, 99), "max_ms": max(latencies, default=0.0),
