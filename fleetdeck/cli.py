@@ -66,6 +66,9 @@ def agent(
 def streams(
     data_dir: Annotated[Path | None, typer.Option(
         help="Faust data directory [default: FLEETDECK_DATA_DIR or .fleetdeck/streams]")] = None,
+    role: Annotated[str | None, typer.Option(
+        help="live (health, Redis, dead letters), store (VictoriaMetrics, rollups) or all "
+        "[default: FLEETDECK_ROLE or all]")] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the Faust stream worker (live fan-out, storage, rollups, health)."""
@@ -74,6 +77,10 @@ def streams(
 
     logs.configure(log_level, "json")
     overrides = {} if data_dir is None else {"data_dir": str(data_dir)}
+    if role is not None:
+        if role not in ("live", "store", "all"):
+            raise typer.BadParameter("must be live, store or all", param_hint="--role")
+        overrides["role"] = role
     run(StreamsSettings(**overrides), loglevel=log_level)  # type: ignore[arg-type]
 
 

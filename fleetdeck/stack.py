@@ -142,10 +142,15 @@ class EmbeddedStack:
         check = ready if callable(ready) else (lambda: True)
         return self.supervisor.start(Service(name, argv, ready=check, url=url, env=env))
 
-    def start_streams(self) -> Service:
-        data = self.data_dir / "streams"
-        data.mkdir(parents=True, exist_ok=True)
-        return self._fleetdeck("streams (faust)", ["streams", "--data-dir", str(data)])
+    def start_streams(self) -> list[Service]:
+        """Two workers, so the live path and the storage path each get a core."""
+        started = []
+        for role in ("live", "store"):
+            data = self.data_dir / f"streams-{role}"
+            data.mkdir(parents=True, exist_ok=True)
+            started.append(self._fleetdeck(f"streams {role} (faust)",
+                                           ["streams", "--role", role, "--data-dir", str(data)]))
+        return started
 
     def start_ui(self) -> Service:
         host = self.settings.host

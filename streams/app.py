@@ -29,7 +29,7 @@ def _topic(app: faust.App, topic: Topic) -> Any:
 
 def create_app(settings: StreamsSettings) -> faust.App:
     app = faust.App(
-        settings.app_id,
+        settings.group_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",
         datadir=settings.data_dir,
@@ -69,9 +69,10 @@ def create_app(settings: StreamsSettings) -> faust.App:
         restored = await pipeline.restore()
         log.info("streams worker started; restored %d servers", restored)
 
-    @app.task
-    async def write_forever() -> None:
-        await writer.run()
+    if settings.does_store:
+        @app.task
+        async def write_forever() -> None:
+            await writer.run()
 
     @app.task
     async def watch_for_log_resets() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,6 +18,9 @@ class StreamsSettings(BaseSettings):
                                       extra="ignore")
 
     app_id: str = Field("fleetdeck-streams", description="Faust app id (consumer group)")
+    role: Literal["all", "live", "store"] = Field(
+        "all", description="live: health, Redis fan-out, dead letters; store: VictoriaMetrics "
+        "writes and rollups (its own consumer group); all: both in one process")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     vm: VMSettings = Field(default_factory=VMSettings)
@@ -25,4 +30,17 @@ class StreamsSettings(BaseSettings):
     fetch_max_wait_ms: int = Field(20, ge=1, le=5000, description="Longest a consumer fetch "
                                    "waits for data (the embedded broker always waits this long)")
     data_dir: str = Field(".fleetdeck/streams", description="Faust data directory")
+    @property
+    def group_id(self) -> str:
+        """Consumer group: the store role reads every message in a group of its own."""
+        return f"{self.app_id}-store" if self.role == "store" else self.app_id
+
+    @property
+    def does_live(self) -> bool:
+        return self.role in ("all", "live")
+
+    @property
+    def does_store(self) -> bool:
+        return self.role in ("all", "store")
+
     web_port: int = Field(0, ge=0, description="Faust web port (0: web server off)")

@@ -41,6 +41,10 @@ class Pipeline:
         self.briefs: dict[str, dict[str, object]] = {}
 
     async def handle(self, batch: list[bytes | None]) -> None:
+        if not self.settings.does_live:
+            await self._store([s for s in map(self._decode, batch)
+                               if isinstance(s, MetricSample)])
+            return
         now = time.monotonic()
         events: list[LiveEvent] = []
         changes: list[HealthChange] = []
@@ -62,6 +66,10 @@ class Pipeline:
                                              self.settings.redis))
             samples.append(item)
         await self._publish(events, changes, touched)  # the live view first: it is waited on
+        if self.settings.does_store:
+            await self._store(samples)
+
+    async def _store(self, samples: list[MetricSample]) -> None:
         lines: list[str] = []
         for item in samples:
             lines.extend(to_lines(item))
@@ -99,6 +107,12 @@ class Pipeline:
 
     async def tick(self) -> None:
         """Once a second: STALE/OFFLINE detection and closed rollup minutes."""
+        if self.settings.does_store:
+            lines = self.rollups.flush(time.time())
+            if lines:
+                await self.writer.put(lines)
+        if not self.settings.does_live:
+            return
         changes = self.tracker.sweep(time.monotonic())
         for change in changes:
             brief = self.briefs.get(change.server_id)
@@ -106,12 +120,11 @@ class Pipeline:
                 self.briefs[change.server_id] = live.apply_health(brief, change)
         if changes:
             await self._publish([], changes, set())
-        lines = self.rollups.flush(time.time())
-        if lines:
-            await self.writer.put(lines)
 
     async def restore(self) -> int:
         """Seed health from the summaries in Redis, so silent servers go OFFLINE after a restart."""
+        if not self.settings.does_live:
+            return 0
         try:
             stored = await self.live.summaries()
         except LiveStreamError as exc:
