@@ -52,12 +52,12 @@ class Publisher:
 
     async def _deliver(self) -> None:
         prod = await self._ensure_producer()
-        messages = self.spool.peek(self.batch)
+        through, messages = self.spool.peek(self.batch)
         futures = [await prod.send(self.topic.name, m.value, key=m.key) for m in messages]
         timeout = self.settings.request_timeout_ms / 1000
         async with asyncio.timeout(timeout + 1):
             await asyncio.gather(*futures)
-        self.spool.commit(len(messages))
+        self.spool.commit(through)
         self.sent += len(messages)
 
     async def _ensure_producer(self) -> AIOKafkaProducer:

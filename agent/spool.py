@@ -22,7 +22,8 @@ class Spool:
         if capacity < 1:
             raise ValueError("spool capacity must be at least 1")
         self.capacity = capacity
-        self._items: deque[Message] = deque()
+        self._items: deque[tuple[int, Message]] = deque()
+        self._next = 0  # sequence number of the next message appended
         self._ready = asyncio.Event()
         self.dropped = 0
 
@@ -33,16 +34,22 @@ class Spool:
         if len(self._items) >= self.capacity:
             self._items.popleft()
             self.dropped += 1
-        self._items.append(message)
+        self._items.append((self._next, message))
+        self._next += 1
         self._ready.set()
 
-    def peek(self, limit: int) -> list[Message]:
-        """The oldest ``limit`` messages, left in place until :meth:`commit`."""
-        return [self._items[i] for i in range(min(limit, len(self._items)))]
+    def peek(self, limit: int) -> tuple[int, list[Message]]:
+        """The oldest ``limit`` messages, left in place until :meth:`commit`, and the
+        sequence number to commit once they are delivered."""
+        head = [self._items[i] for i in range(min(limit, len(self._items)))]
+        return (head[-1][0] if head else -1), [m for _, m in head]
 
-    def commit(self, count: int) -> None:
-        """Forget the oldest ``count`` messages (they were delivered)."""
-        for _ in range(min(count, len(self._items))):
+    def commit(self, through: int) -> None:
+        """Forget the messages up to sequence number ``through`` (they were delivered).
+
+        Messages dropped for space while a delivery was in flight are already gone, so
+        newer, unsent messages are never taken for delivered ones."""
+        while self._items and self._items[0][0] <= through:
             self._items.popleft()
         if not self._items:
             self._ready.clear()

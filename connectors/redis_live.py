@@ -32,8 +32,11 @@ class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
     prefix: str = Field("fd:", pattern=r"^[A-Za-z0-9:_.-]{1,64}$", description="Key prefix")
     fleet_maxlen: int = Field(100_000, ge=100, description="Entries kept in the fleet stream")
-    server_maxlen: int = Field(7_200, ge=10, description="Entries kept per server stream")
+    server_maxlen: int = Field(900, ge=10, description="Entries kept per server stream "
+                               "(15 min at 1 Hz; history comes from VictoriaMetrics)")
     socket_timeout_s: float = Field(30.0, gt=0, description="Longer than any blocking read")
+    max_readers: int = Field(200, ge=1, description="Connections for blocking stream reads "
+                             "(one per SSE client), kept apart from the API's pool")
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,16 @@ class LiveStreams:
                                              health_check_interval=30,
                                              socket_timeout=settings.socket_timeout_s,
                                              socket_connect_timeout=5)
+        # Blocking reads (SSE) hold a connection each: their own bounded pool, so many
+        # clients cannot starve the API's short commands.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.url, decode_responses=True, max_connections=settings.max_readers,
+            timeout=5, socket_timeout=settings.socket_timeout_s, socket_connect_timeout=5)
+        self._readers: Any = aioredis.Redis(connection_pool=pool)
 
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._readers.aclose()
 
     async def ping(self) -> bool:
         try:
@@ -91,7 +101,7 @@ class LiveStreams:
                    count: int = 500) -> list[StreamEntry]:
         """Entries of ``key`` after id ``after`` (``$`` = only new ones), waiting up to block_ms."""
         try:
-            reply = await self._redis.xread({key: after}, block=block_ms, count=count)
+            reply = await self._readers.xread({key: after}, block=block_ms, count=count)
         except (RedisError, OSError) as exc:
             raise LiveStreamError(f"redis read failed: {exc!r}") from exc
         entries = []

@@ -22,6 +22,15 @@ log = logging.getLogger(__name__)
 class VictoriaMetricsError(ConnectorError):
     """VictoriaMetrics could not be reached or answered with an error."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # HTTP status, None when it could not be reached
+
+    @property
+    def rejected(self) -> bool:
+        """The request itself was refused (4xx): sending it again cannot help."""
+        return self.status is not None and 400 <= self.status < 500
+
 
 class VMSettings(BaseModel):
     url: str = Field("http://127.0.0.1:8428", description="VictoriaMetrics base URL")
@@ -63,7 +72,8 @@ class VMClient:
             async with self._http().post(self._base + path, data=body) as resp:
                 if resp.status >= 300:
                     text = (await resp.text())[:200]
-                    raise VictoriaMetricsError(f"POST {path}: HTTP {resp.status} {text}")
+                    raise VictoriaMetricsError(f"POST {path}: HTTP {resp.status} {text}",
+                                               resp.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise VictoriaMetricsError(f"POST {path} failed: {exc!r}") from exc
 
@@ -77,7 +87,8 @@ class VMClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise VictoriaMetricsError(f"query_range failed: {exc!r}") from exc
         if resp.status != 200:
-            raise VictoriaMetricsError(f"query_range: HTTP {resp.status} {body[:200]!r}")
+            raise VictoriaMetricsError(f"query_range: HTTP {resp.status} {body[:200]!r}",
+                                       resp.status)
         return body
 
     async def query_range(self, query: str, start: float, end: float,

@@ -113,7 +113,8 @@ class EmbeddedStack:
             "victoria-metrics",
             [binary, f"-storageDataPath={self.data_dir / 'victoria-metrics'}",
              f"-httpListenAddr={host}:{port}", "-retentionPeriod=30d",
-             "-search.latencyOffset=0s", "-loggerLevel=WARN"],
+             "-search.latencyOffset=0s", "-dedup.minScrapeInterval=1ms",
+             "-loggerLevel=WARN"],
             ready=lambda: _http_ok(f"{url}/health"), url=url))
         self.endpoints.vm_url = url
         return service

@@ -36,7 +36,7 @@ def utcnow() -> datetime:
 class Envelope(BaseModel):
     """Base of every message: schema version, id, UTC timestamp, tenant and server."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     schema_version: int = Field(SCHEMA_VERSION, description="Wire format major version")
     id: str = Field(default_factory=new_id, max_length=64, description="Unique message id")

@@ -18,7 +18,7 @@ def _f(unit: str, description: str, **kw: Any) -> Any:
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 class CpuStats(_Part):

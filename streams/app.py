@@ -89,5 +89,5 @@ def create_app(settings: StreamsSettings) -> faust.App:
 def run(settings: StreamsSettings, loglevel: str = "info") -> None:
     """Run the worker until interrupted."""
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel)
+    worker = faust.Worker(app, loglevel=loglevel, override_logging=False)
     worker.execute_from_commandline()

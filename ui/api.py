@@ -162,10 +162,23 @@ async def stream(request: Request) -> Response:
     resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if resume is not None and not STREAM_ID.fullmatch(resume):
         raise bad_parameter("Last-Event-ID", f"{resume[:64]!r} is not an event id of this stream")
+    state = request.app.state
+    if state.sse_clients >= state.settings.sse_max_clients:
+        raise APIError(503, "too_many_streams",
+                       f"{state.sse_clients} live streams are open; try again later")
     after = resume or await live.last_id(key)
-    ping = request.app.state.settings.sse_ping_s
-    return EventSourceResponse(_events(live, key, after), ping=ping,
+    ping = state.settings.sse_ping_s
+    return EventSourceResponse(_counted(state, _events(live, key, after)), ping=ping,
                                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _counted(state: Any, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    state.sse_clients += 1
+    try:
+        async for chunk in events:
+            yield chunk
+    finally:
+        state.sse_clients -= 1
 
 
 async def _events(live: LiveStreams, key: str, after: str) -> AsyncIterator[bytes]:

@@ -68,6 +68,7 @@ async def metrics(request: Request) -> Response:
         metric, _, reason = name.partition(":")
         label = f'{{reason="{reason}"}}' if reason else ""
         lines.append(f"fleetdeck_{metric}_total{label} {value}")
+    lines.append(f"fleetdeck_ui_sse_clients {request.app.state.sse_clients}")
     lines.append(f"fleetdeck_ui_uptime_seconds {time.monotonic() - request.app.state.started:.0f}")
     return PlainTextResponse("\n".join(lines) + "\n",
                              media_type="text/plain; version=0.0.4")
@@ -84,6 +85,7 @@ def create_app(settings: UISettings) -> Starlette:
         app.state.live = LiveStreams(settings.redis)
         app.state.vm = VMClient(settings.vm)
         app.state.started = time.monotonic()
+        app.state.sse_clients = 0
         try:
             yield
         finally:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger(__name__)
 
 
 class APIError(HTTPException):
@@ -29,4 +33,6 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def upstream_error(request: Request, exc: Exception) -> Response:
-    return error_response(503, "upstream_unavailable", str(exc))
+    log.error("upstream failure on %s: %s", request.url.path, exc)
+    return error_response(503, "upstream_unavailable",
+                          "a backing service (Redis or VictoriaMetrics) is unavailable")

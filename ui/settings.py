@@ -17,4 +17,5 @@ class UISettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     vm: VMSettings = Field(default_factory=VMSettings)
+    sse_max_clients: int = Field(150, ge=1, description="Concurrent SSE streams; more get 503")
     sse_ping_s: float = Field(15.0, gt=0, description="Keep-alive comment interval on SSE")

@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 from pydantic import ValidationError
 
 from schemas import SCHEMA_VERSION, DeadLetter, MetricSample
 
+#: how far ahead of the worker's clock a sample may be stamped (agents' clocks drift)
+MAX_FUTURE_S = 300.0
 
-def decode_sample(raw: bytes | None, *, topic: str, key: bytes | None,
-                  max_bytes: int) -> MetricSample | DeadLetter:
+
+def decode_sample(raw: bytes | None, *, topic: str, key: bytes | None, max_bytes: int,
+                  now: float | None = None) -> MetricSample | DeadLetter:
     """Parse ``raw`` as a MetricSample; anything wrong becomes a DeadLetter naming why."""
+    sample = _parse(raw, topic=topic, key=key, max_bytes=max_bytes)
+    if isinstance(sample, MetricSample):
+        limit = (time.time() if now is None else now) + MAX_FUTURE_S
+        if sample.ts.timestamp() > limit:
+            return _dead(raw or b"", topic, key, "invalid",
+                         f"ts: {sample.ts.isoformat()} is more than {MAX_FUTURE_S:.0f} s "
+                         "in the future (agent clock wrong?)")
+    return sample
+
+
+def _dead(raw: bytes, topic: str, key: bytes | None, reason: str, detail: str) -> DeadLetter:
+    return DeadLetter(source_topic=topic, reason=reason, detail=detail[:4000],
+                      key=key.decode("utf-8", "replace")[:256] if key else None, size=len(raw),
+                      payload_preview=raw[:512].decode("utf-8", "replace"))
+
+
+def _parse(raw: bytes | None, *, topic: str, key: bytes | None,
+           max_bytes: int) -> MetricSample | DeadLetter:
     raw = raw or b""
     size = len(raw)
 
     def dead(reason: str, detail: str) -> DeadLetter:
-        return DeadLetter(source_topic=topic, reason=reason, detail=detail[:4000],
-                          key=key.decode("utf-8", "replace")[:256] if key else None, size=size,
-                          payload_preview=raw[:512].decode("utf-8", "replace"))
+        return _dead(raw, topic, key, reason, detail)
 
     if size > max_bytes:
         return dead("oversized", f"{size} bytes > limit {max_bytes}")

@@ -59,12 +59,14 @@ class Pipeline:
             if change is not None:
                 changes.append(change)
             server = self.tracker.servers[item.server_id]
+            samples.append(item)
+            if item.ts < server.last_seen:
+                continue  # replayed after newer ones: stored, not shown as the latest
             brief = live.summary(item, server.state, server.reasons)
             self.briefs[item.server_id] = brief
             touched.add(item.server_id)
             events.extend(live.sample_events(item, raw or b"", brief, self.live.keys,
                                              self.settings.redis))
-            samples.append(item)
         await self._publish(events, changes, touched)  # the live view first: it is waited on
         if self.settings.does_store:
             await self._store(samples)
@@ -83,18 +85,21 @@ class Pipeline:
 
     async def _reject(self, letter: DeadLetter) -> None:
         log.warning("dead-lettered a message: %s (%s)", letter.reason, letter.detail[:200])
-        await self._dead_letter(letter.key or "", letter.model_dump_json().encode())
         try:
+            await self._dead_letter(letter.key or "", letter.model_dump_json().encode())
             await self.live.incr("dead_letters")
             await self.live.incr(f"dead_letters:{letter.reason}")
-        except LiveStreamError as exc:
-            log.error("cannot count a dead letter: %s", exc)
+        except Exception as exc:  # the letter is logged above; the batch goes on
+            log.error("cannot record a dead letter: %r", exc)
 
     async def _publish(self, events: list[LiveEvent], changes: list[HealthChange],
                        touched: set[str]) -> None:
         for change in changes:
             events.extend(live.health_events(change, self.live.keys, self.settings.redis))
-            await self._health_out(change.server_id, change.model_dump_json().encode())
+            try:
+                await self._health_out(change.server_id, change.model_dump_json().encode())
+            except Exception as exc:  # Redis still gets it; the topic misses this change
+                log.error("cannot publish a health change to Kafka: %r", exc)
         touched = touched | {c.server_id for c in changes}
         summaries = {sid: orjson.dumps(self.briefs[sid]).decode()
                      for sid in touched if sid in self.briefs}
@@ -106,7 +111,16 @@ class Pipeline:
             log.error("live fan-out failed: %s", exc)
 
     async def tick(self) -> None:
-        """Once a second: STALE/OFFLINE detection and closed rollup minutes."""
+        """Once a second: STALE/OFFLINE detection and closed rollup minutes.
+
+        An error here is logged and the next tick tries again: Faust would otherwise
+        crash the whole worker over a failed timer."""
+        try:
+            await self._tick()
+        except Exception:
+            log.exception("periodic health/rollup work failed; retrying next second")
+
+    async def _tick(self) -> None:
         if self.settings.does_store:
             lines = self.rollups.flush(time.time())
             if lines:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from connectors.errors import ConnectorError
 from connectors.victoriametrics import VictoriaMetricsError, VMClient, VMSettings
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ class VMWriter:
                 await self.client.import_prometheus(batch)
             except VictoriaMetricsError as exc:
                 self.failures += 1
+                if exc.rejected:  # a bad batch would block every later one: count, drop
+                    log.error("victoriametrics refused %d lines, dropped: %s", len(batch), exc)
+                    await self._counted("vm_lines_rejected", len(batch))
+                    return
                 log.warning("victoriametrics write failed, retrying in %.1fs: %s", delay, exc)
                 await self._counted("vm_write_retries", 1)
                 await asyncio.sleep(delay)
@@ -73,8 +78,12 @@ class VMWriter:
             return
 
     async def _counted(self, name: str, amount: int) -> None:
-        if self._count is not None:
+        if self._count is None:
+            return
+        try:
             await self._count(name, amount)
+        except ConnectorError as exc:  # counters are best effort; the data path goes on
+            log.debug("counter %s not updated: %s", name, exc)
 
     async def drain(self) -> None:
         """Seal the open batch and wait until every queued batch is written."""

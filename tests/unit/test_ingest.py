@@ -53,3 +53,21 @@ def test_full_sample_keeps_the_agents_json_and_adds_health() -> None:
     data = orjson.loads(full_sample(GOOD + b"\n", "CRITICAL"))
     assert data["health"] == "CRITICAL"
     assert data | {"health": None} == orjson.loads(GOOD) | {"health": None}
+
+
+@pytest.mark.parametrize("bad", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_rejected(bad: bytes) -> None:
+    raw = GOOD.replace(b'"load1":0.0', b'"load1":' + bad)
+    assert raw != GOOD
+    letter = decode(raw)
+    assert isinstance(letter, DeadLetter) and letter.reason in {"invalid", "undecodable"}
+
+
+def test_samples_from_the_future_are_rejected() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    future = sample(ts=datetime.now(UTC) + timedelta(hours=2)).model_dump_json().encode()
+    letter = decode(future)
+    assert isinstance(letter, DeadLetter) and "in the future" in letter.detail
+    near = sample(ts=datetime.now(UTC) + timedelta(seconds=30)).model_dump_json().encode()
+    assert isinstance(decode(near), MetricSample)

@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 from agent.spool import Message, Spool
@@ -7,20 +9,38 @@ def msg(i: int) -> Message:
     return Message(b"k", str(i).encode())
 
 
+def values(spool: Spool) -> list[bytes]:
+    return [m.value for m in spool.peek(100)[1]]
+
+
 def test_order_peek_and_commit() -> None:
     spool = Spool(10)
     for i in range(5):
         spool.append(msg(i))
-    assert [m.value for m in spool.peek(3)] == [b"0", b"1", b"2"]
-    spool.commit(2)
-    assert [m.value for m in spool.peek(10)] == [b"2", b"3", b"4"]
+    through, head = spool.peek(3)
+    assert [m.value for m in head] == [b"0", b"1", b"2"]
+    spool.commit(through)
+    assert values(spool) == [b"3", b"4"]
 
 
 def test_full_spool_drops_oldest_and_counts() -> None:
     spool = Spool(3)
     for i in range(5):
         spool.append(msg(i))
-    assert [m.value for m in spool.peek(10)] == [b"2", b"3", b"4"]
+    assert values(spool) == [b"2", b"3", b"4"]
+    assert spool.dropped == 2
+
+
+def test_drops_during_delivery_never_discard_unsent_messages() -> None:
+    spool = Spool(5)
+    for i in range(5):
+        spool.append(msg(i))
+    through, sending = spool.peek(3)  # 0, 1, 2 in flight
+    spool.append(msg(5))  # full: drops 0
+    spool.append(msg(6))  # drops 1
+    spool.commit(through)  # 0..2 delivered
+    assert [m.value for m in sending] == [b"0", b"1", b"2"]
+    assert values(spool) == [b"3", b"4", b"5", b"6"]
     assert spool.dropped == 2
 
 
@@ -30,8 +50,6 @@ def test_capacity_must_be_positive() -> None:
 
 
 async def test_wait_blocks_until_something_arrives() -> None:
-    import asyncio
-
     spool = Spool(3)
     waiter = asyncio.create_task(spool.wait())
     await asyncio.sleep(0.01)
@@ -39,5 +57,5 @@ async def test_wait_blocks_until_something_arrives() -> None:
     spool.append(msg(1))
     async with asyncio.timeout(1):
         await waiter
-    spool.commit(1)
+    spool.commit(spool.peek(1)[0])
     assert len(spool) == 0
