@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import faust
+import mode
 
 from connectors.redis_live import LiveStreams
 from connectors.victoriametrics import VMClient
@@ -59,10 +60,22 @@ def create_app(settings: StreamsSettings) -> faust.App:
 
     pipeline = Pipeline(settings, live, writer, to_dead, to_health)
 
+    within = settings.batch_within_s if settings.does_live else settings.store_batch_within_s
+
     @app.agent(metrics, name="fleetdeck.ingest")
     async def ingest(stream: Any) -> None:
-        async for batch in stream.take(settings.batch_max, within=settings.batch_within_s):
+        async for batch in stream.take(settings.batch_max, within=within):
             await pipeline.handle(batch)
+
+    @app.service
+    class Shutdown(mode.Service):
+        """On stop: write what is still buffered, then close the clients."""
+
+        async def on_stop(self) -> None:
+            if settings.does_store:
+                await writer.flush(timeout=10)
+            await vm.close()
+            await live.close()
 
     @app.task
     async def start() -> None:

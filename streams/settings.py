@@ -27,6 +27,8 @@ class StreamsSettings(BaseSettings):
     health: HealthPolicy = Field(default_factory=HealthPolicy)
     batch_max: int = Field(1000, ge=1, description="Samples handled per batch at most")
     batch_within_s: float = Field(0.005, gt=0, description="Longest wait to fill a batch")
+    store_batch_within_s: float = Field(0.5, gt=0, description="Same, for the store role "
+                                        "(it writes each batch before acknowledging it)")
     fetch_max_wait_ms: int = Field(20, ge=1, le=5000, description="Longest a consumer fetch "
                                    "waits for data (the embedded broker always waits this long)")
     data_dir: str = Field(".fleetdeck/streams", description="Faust data directory")

@@ -76,8 +76,16 @@ class Pipeline:
         for item in samples:
             lines.extend(to_lines(item))
             self.rollups.add(item)
-        if lines:
+        await self._write(lines)
+
+    async def _write(self, lines: list[str]) -> None:
+        """A store-only worker writes before Faust acks the batch, so a committed offset
+        means the samples are in VictoriaMetrics; the combined worker queues them instead,
+        so the live path never waits on storage."""
+        if self.settings.does_live:
             await self.writer.put(lines)
+        else:
+            await self.writer.write(lines)
 
     def _decode(self, raw: bytes | None) -> MetricSample | DeadLetter:
         return decode_sample(raw, topic=METRICS.name, key=None,
@@ -122,9 +130,7 @@ class Pipeline:
 
     async def _tick(self) -> None:
         if self.settings.does_store:
-            lines = self.rollups.flush(time.time())
-            if lines:
-                await self.writer.put(lines)
+            await self._write(self.rollups.flush(time.time()))
         if not self.settings.does_live:
             return
         changes = self.tracker.sweep(time.monotonic())

@@ -85,8 +85,28 @@ class VMWriter:
         except ConnectorError as exc:  # counters are best effort; the data path goes on
             log.debug("counter %s not updated: %s", name, exc)
 
-    async def drain(self) -> None:
-        """Seal the open batch and wait until every queued batch is written."""
-        await self._seal()
+    async def write(self, lines: list[str]) -> None:
+        """Write ``lines`` now, retrying until VictoriaMetrics takes them (or refuses them)."""
+        if lines:
+            await self._write(lines)
+
+    async def flush(self, timeout: float) -> bool:
+        """Write the open batch and everything queued, for at most ``timeout`` seconds
+        (used on shutdown, when the background writer is gone). True when all was written."""
+        pending = [*self._drain_queue(), self._buffer]
+        self._buffer = []
+        try:
+            async with asyncio.timeout(timeout):
+                for batch in pending:
+                    await self.write(batch)
+        except TimeoutError:
+            log.error("shutdown: %d lines not written to victoriametrics",
+                      sum(len(b) for b in pending))
+            return False
+        return True
+
+    def _drain_queue(self) -> list[list[str]]:
+        batches = []
         while not self._queue.empty():
-            await asyncio.sleep(0.05)
+            batches.append(self._queue.get_nowait())
+        return batches
