@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 from agent.runner import Agent, Source
 from agent.settings import AgentSettings
@@ -36,12 +37,17 @@ async def run(*, simulate: int = 0, local: bool = True, watch: list[str] | None 
     agent = Agent(settings, build_sources(settings, simulate=simulate, local=local))
     log.info("agent started", extra={"server_id": settings.server_id, "simulated": simulate,
                                      "broker": settings.kafka.bootstrap_servers})
+    sampling = asyncio.create_task(agent.run(seconds))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # stop sampling, then try to send the rest
+        loop.add_signal_handler(signum, sampling.cancel)
     try:
-        await agent.run(seconds)
-        if seconds is not None and not await agent.flush(timeout=30):
+        try:
+            await sampling
+        except asyncio.CancelledError:
+            log.info("agent stopping; sending what is spooled")
+        if len(agent.spool) and not await agent.flush(timeout=30 if seconds else 5):
             log.warning("stopping with %d samples unsent", len(agent.spool))
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        log.info("agent stopping")
     finally:
         log.info("agent stopped", extra={"samples": agent.samples, "sent": agent.publisher.sent,
                                          "unsent": len(agent.spool),

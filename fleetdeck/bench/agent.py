@@ -38,7 +38,7 @@ def run(endpoints: Endpoints, seconds: float, warmup: float = 5.0,
     args = [sys.executable, "-m", "fleetdeck", "agent", "--interval", "1"]
     for name in watch or []:
         args += ["--watch", name]
-    env = {**os.environ, "FLEETDECK_AGENT_KAFKA__BOOTSTRAP_SERVERS": endpoints.kafka}
+    env = {**os.environ, **endpoints.env()}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import orjson
@@ -61,14 +63,13 @@ def _probe() -> bytes:
                                            used_pct=0)).model_dump_json().encode()
 
 
-def agent_process(endpoints: Endpoints, agents: int, seconds: float) -> subprocess.Popen[bytes]:
-    env = {"FLEETDECK_AGENT_KAFKA__BOOTSTRAP_SERVERS": endpoints.kafka}
-    import os
-
+def agent_process(endpoints: Endpoints, agents: int, seconds: float,
+                  log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Simulated agents in their own process; their log goes to ``log_file``."""
     return subprocess.Popen(
         [sys.executable, "-m", "fleetdeck", "agent", "--no-local", "--simulate", str(agents),
          "--seconds", str(seconds), "--log-level", "info"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env})
+        stdout=subprocess.DEVNULL, stderr=log_file, env={**os.environ, **endpoints.env()})
 
 
 def agent_totals(stderr: bytes) -> dict[str, Any]:
@@ -86,7 +87,8 @@ async def measure(endpoints: Endpoints, agents: int, seconds: float,
     latencies: list[float] = []
     seen: set[tuple[str, str]] = set()
     started = time.time()
-    proc = agent_process(endpoints, agents, seconds + warmup)
+    agent_log = tempfile.TemporaryFile()
+    proc = agent_process(endpoints, agents, seconds + warmup, agent_log)
     with Progress(console=console, transient=True) as progress:
         total = seconds + warmup
         task = progress.add_task(f"{agents} agents for {total:.0f} s", total=total)
@@ -95,7 +97,9 @@ async def measure(endpoints: Endpoints, agents: int, seconds: float,
             while proc.poll() is None:
                 await asyncio.sleep(0.5)
                 progress.update(task, completed=min(total, time.time() - started))
-            totals = agent_totals(proc.stderr.read() if proc.stderr else b"")
+            agent_log.seek(0)
+            totals = agent_totals(agent_log.read())
+            agent_log.close()
             deadline = time.time() + 15  # let the tail of the run drain through
             while len(seen) < totals["samples"] and time.time() < deadline:
                 await asyncio.sleep(0.2)

@@ -8,10 +8,13 @@ from schemas import CHANNELS, MetricSample, channels, points, value_of
 from schemas.export import export
 from tests.factories import sample
 
+KNOWN_UNITS = {"", "%", "B", "B/s", "ops/s", "packets/s", "errors/s", "drops/s"}
 
-def test_every_channel_has_unit_and_description() -> None:
+
+def test_every_channel_has_a_known_unit_and_a_description() -> None:
     for channel in CHANNELS.values():
         assert channel.description, channel.name
+        assert channel.unit in KNOWN_UNITS, channel.name
         assert channel.metric.startswith("fd_") and "." not in channel.metric
 
 
