@@ -62,10 +62,11 @@ class LiveStreams:
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
         self.keys = RedisKeys(settings.prefix)
-        self._redis: Any = aioredis.from_url(settings.url, decode_responses=True,
-                                             health_check_interval=30,
-                                             socket_timeout=settings.socket_timeout_s,
-                                             socket_connect_timeout=5)
+        commands = aioredis.BlockingConnectionPool.from_url(  # waits for a free connection
+            settings.url, decode_responses=True, max_connections=100, timeout=5,
+            health_check_interval=30, socket_timeout=settings.socket_timeout_s,
+            socket_connect_timeout=5)
+        self._redis: Any = aioredis.Redis(connection_pool=commands)
         # Blocking reads (SSE) hold a connection each: their own bounded pool, so many
         # clients cannot starve the API's short commands.
         pool = aioredis.BlockingConnectionPool.from_url(

@@ -22,6 +22,14 @@ LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning
 LogFormat = Annotated[str, typer.Option("--log-format", help="json or text")]
 
 
+def _check_logging(level: str, fmt: str = "json") -> None:
+    if level.lower() not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter("must be debug, info, warning or error",
+                                 param_hint="--log-level")
+    if fmt not in ("json", "text"):
+        raise typer.BadParameter("must be json or text", param_hint="--log-format")
+
+
 @app.command()
 def up(
     simulate: Annotated[int, typer.Option(min=0, max=5000,
@@ -53,6 +61,7 @@ def agent(
     log_level: LogLevel = "info", log_format: LogFormat = "json",
 ) -> None:
     """Sample this machine (and/or simulated servers) and publish to Kafka."""
+    _check_logging(log_level, log_format)
     from agent.main import run
 
     logs.configure(log_level, log_format)
@@ -72,6 +81,7 @@ def streams(
     log_level: LogLevel = "info",
 ) -> None:
     """Run the Faust stream worker (live fan-out, storage, rollups, health)."""
+    _check_logging(log_level)
     from streams.app import run
     from streams.settings import StreamsSettings
 
@@ -93,6 +103,7 @@ def ui(
     log_level: LogLevel = "info",
 ) -> None:
     """Serve the dashboard, JSON API and SSE stream."""
+    _check_logging(log_level)
     import uvicorn
 
     from ui.app import create_app
@@ -110,12 +121,26 @@ def schemas_export(directory: Annotated[Path, typer.Argument(help="Output direct
     """Write the JSON Schema of every message to DIRECTORY."""
     from schemas.export import export
 
-    for path in export(directory):
+    try:
+        written = export(directory)
+    except OSError as exc:
+        typer.echo(f"fleetdeck: cannot write schemas to {directory}: {exc.strerror or exc}",
+                   err=True)
+        raise typer.Exit(1) from None
+    for path in written:
         typer.echo(str(path))
 
 
 def main() -> None:
+    from pydantic import ValidationError
+
     from fleetdeck import bench
 
     bench.register(bench_app)
-    app()
+    try:
+        app()
+    except ValidationError as exc:  # settings from FLEETDECK_* variables or options
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+                             for e in exc.errors())
+        typer.echo(f"fleetdeck: invalid setting ({exc.title}): {problems}", err=True)
+        raise SystemExit(2) from None

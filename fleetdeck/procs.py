@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -94,16 +96,20 @@ class Supervisor:
         try:
             service.proc = subprocess.Popen(
                 service.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **service.env}, start_new_session=True)
+                env={**os.environ, **service.env}, start_new_session=True,
+                preexec_fn=_die_with_parent)
         except OSError as exc:
             raise StackError(f"cannot start {service.name} ({service.argv[0]}): {exc}") from exc
         finally:
             out.close()
 
-    def restart_exited(self) -> list[Service]:
-        """Start again every service that exited (used by ``fleetdeck up``)."""
+    def restart_exited(self, max_restarts: int = 5) -> list[Service]:
+        """Start again every service that exited (used by ``fleetdeck up``); one that
+        keeps failing is given up after ``max_restarts`` restarts (see its log)."""
         again = []
         for service in self.services:
+            if service.restarts >= max_restarts:
+                continue
             if service.proc is not None and service.proc.poll() is not None:
                 log.warning("%s exited with %s; restarting", service.name, service.proc.returncode)
                 service.restarts += 1
@@ -128,6 +134,14 @@ class Supervisor:
         for service in reversed(self.services):
             self.stop(service)
         self.services.clear()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the supervisor dies, even by SIGKILL
+    (Linux prctl PR_SET_PDEATHSIG), so no process outlives the stack that started it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def _tail(path: Path | None, lines: int = 15) -> str:

@@ -7,6 +7,7 @@ exactly the same processes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
 import sys
@@ -63,7 +64,15 @@ class EmbeddedStack:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
         self.supervisor = Supervisor(self.data_dir / "logs")
-        self.endpoints = Endpoints(redis_prefix=settings.redis_prefix)
+        self.endpoints = Endpoints(redis_prefix=self._prefix(settings))
+
+    def _prefix(self, settings: StackSettings) -> str:
+        """Keys of this stack in a shared Redis: the default prefix gets a tag of the data
+        directory, so two stacks (or a stale earlier run elsewhere) never mix servers."""
+        if settings.redis_prefix != "fd:":
+            return settings.redis_prefix
+        tag = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:8]
+        return f"fd:{tag}:"
 
     def __enter__(self) -> EmbeddedStack:
         return self

@@ -23,7 +23,8 @@ class _Part(BaseModel):
 
 class CpuStats(_Part):
     total: float = _f("%", "CPU busy, all cores", ge=0, le=100)
-    per_core: list[float] = _f("%", "CPU busy per logical core", default_factory=list)
+    per_core: list[float] = _f("%", "CPU busy per logical core", default_factory=list,
+                               max_length=1024)
     user: float = _f("%", "Time in user mode", default=0.0)
     system: float = _f("%", "Time in kernel mode", default=0.0)
     iowait: float = _f("%", "Time waiting for I/O", default=0.0)
@@ -97,8 +98,9 @@ class MetricSample(Envelope):
     memory: MemoryStats
     load: LoadStats = Field(default_factory=LoadStats)
     disk: DiskIO = Field(default_factory=lambda: DiskIO(name="total"))
-    disks: list[DiskIO] = Field(default_factory=list)
+    disks: list[DiskIO] = Field(default_factory=list, max_length=256)
     net: NetIO = Field(default_factory=lambda: NetIO(name="total"))
-    nets: list[NetIO] = Field(default_factory=list)
-    filesystems: list[FsUsage] = Field(default_factory=list)
-    processes: list[ProcessHealth] = Field(default_factory=list)
+    nets: list[NetIO] = Field(default_factory=list, max_length=256)
+    filesystems: list[FsUsage] = Field(default_factory=list, max_length=256)
+    processes: list[ProcessHealth] = Field(default_factory=list, max_length=256,
+                                           description="Watched processes (at most 256)")

@@ -157,11 +157,14 @@ async def stream(request: Request) -> Response:
     """
     live = _live(request)
     server = request.query_params.get("server")
-    key = live.keys.server_stream(_server_id(server, "server")) if server else \
-        live.keys.fleet_stream
+    if server is not None and await live.summary(_server_id(server, "server")) is None:
+        raise APIError(404, "not_found", f"no server {server!r}")
+    key = live.keys.server_stream(server) if server else live.keys.fleet_stream
     resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if resume is not None and not STREAM_ID.fullmatch(resume):
         raise bad_parameter("Last-Event-ID", f"{resume[:64]!r} is not an event id of this stream")
+    if resume is not None and _id_key(resume) > _id_key(await live.last_id(key)):
+        raise bad_parameter("Last-Event-ID", f"{resume!r} is newer than the stream's last event")
     state = request.app.state
     if state.sse_clients >= state.settings.sse_max_clients:
         raise APIError(503, "too_many_streams",
@@ -170,6 +173,11 @@ async def stream(request: Request) -> Response:
     ping = state.settings.sse_ping_s
     return EventSourceResponse(_counted(state, _events(live, key, after)), ping=ping,
                                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
 
 
 async def _counted(state: Any, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -65,8 +65,7 @@ class Pipeline:
             brief = live.summary(item, server.state, server.reasons)
             self.briefs[item.server_id] = brief
             touched.add(item.server_id)
-            events.extend(live.sample_events(item, raw or b"", brief, self.live.keys,
-                                             self.settings.redis))
+            events.extend(live.sample_events(item, brief, self.live.keys, self.settings.redis))
         await self._publish(events, changes, touched)  # the live view first: it is waited on
         if self.settings.does_store:
             await self._store(samples)

@@ -23,22 +23,19 @@ def summary(sample: MetricSample, health: HealthState, reasons: list[str]) -> di
     }
 
 
-def full_sample(raw: bytes, health: str) -> bytes:
-    """The agent's own JSON of a validated sample, with the health added.
-
-    Re-serialising every sample would cost more than everything else on the live path;
-    ``raw`` already is a JSON object (it validated), so the field is spliced in.
-    """
-    return raw.rstrip()[:-1] + b',"health":"' + health.encode() + b'"}'
+def full_sample(sample: MetricSample, health: str) -> bytes:
+    """The validated sample as the schema defines it (coerced types, no unknown fields),
+    with its health."""
+    return sample.model_dump_json()[:-1].encode() + b',"health":"' + health.encode() + b'"}'
 
 
-def sample_events(sample: MetricSample, raw: bytes, brief: dict[str, object], keys: RedisKeys,
+def sample_events(sample: MetricSample, brief: dict[str, object], keys: RedisKeys,
                   settings: RedisSettings) -> list[LiveEvent]:
     return [
         LiveEvent(keys.fleet_stream, "sample", orjson.dumps(brief).decode(),
                   settings.fleet_maxlen),
         LiveEvent(keys.server_stream(sample.server_id), "sample",
-                  full_sample(raw, str(brief["health"])).decode(), settings.server_maxlen),
+                  full_sample(sample, str(brief["health"])).decode(), settings.server_maxlen),
     ]
 
 

@@ -75,6 +75,7 @@ async def test_stream_resumes_from_last_event_id_without_gaps_or_duplicates(
         api: httpx.AsyncClient, fleet: FleetFactory) -> None:
     sims = sim_servers(1)
     await fleet(sims)
+    await eventually(lambda: server(api, sims[0].server_id), timeout=60)
     url = f"/api/v1/stream?server={sims[0].server_id}"
     first = await read_events(api, url, 3)
     seqs = [e["data"]["seq"] for e in first]
@@ -202,3 +203,11 @@ async def test_health_metrics_openapi_and_channels(api: httpx.AsyncClient) -> No
         assert path in spec["paths"], path
     channels = {c["name"]: c for c in (await api.get("/api/v1/channels")).json()["channels"]}
     assert channels["cpu.total"]["unit"] == "%" and channels["net.rx_bps"]["unit"] == "B/s"
+
+
+async def test_stream_rejects_unknown_servers_and_ids_from_the_future(
+        api: httpx.AsyncClient, fleet: FleetFactory) -> None:
+    resp = await api.get("/api/v1/stream", params={"server": "no-such-server"})
+    assert resp.status_code == 404
+    resp = await api.get("/api/v1/stream", headers={"Last-Event-ID": "99999999999999-0"})
+    assert resp.status_code == 400 and "newer" in resp.json()["error"]["message"]

@@ -47,12 +47,20 @@ def test_oversized_is_rejected_before_parsing() -> None:
     assert letter.size == len(GOOD) and len(letter.payload_preview) <= 2048
 
 
-def test_full_sample_keeps_the_agents_json_and_adds_health() -> None:
+def test_full_sample_is_the_validated_model_with_health() -> None:
     from streams.live.logic import full_sample
 
-    data = orjson.loads(full_sample(GOOD + b"\n", "CRITICAL"))
-    assert data["health"] == "CRITICAL"
-    assert data | {"health": None} == orjson.loads(GOOD) | {"health": None}
+    sent = orjson.loads(GOOD) | {"seq": "7", "__proto__": {"x": 1}}
+    item = decode(orjson.dumps(sent))
+    assert isinstance(item, MetricSample)
+    data = orjson.loads(full_sample(item, "CRITICAL"))
+    assert data["health"] == "CRITICAL" and data["seq"] == 7 and "__proto__" not in data
+
+
+def test_item_lists_are_bounded() -> None:
+    huge = orjson.loads(GOOD) | {"cpu": {"total": 1, "per_core": [1.0] * 2000}}
+    letter = decode(orjson.dumps(huge), max_bytes=1_000_000)
+    assert isinstance(letter, DeadLetter) and "per_core" in letter.detail
 
 
 @pytest.mark.parametrize("bad", [b"NaN", b"Infinity", b"-Infinity"])
