@@ -55,6 +55,23 @@ def embedded(parts: Sequence[str], data_dir: Path | None = None,
             yield stack
         finally:
             stack.stop()
+            _drop_keys(stack.endpoints)
+
+
+def _drop_keys(endpoints: Endpoints) -> None:
+    """Remove the bench's keys from Redis (it may be the machine's shared one)."""
+    import redis
+
+    if not endpoints.redis_url:
+        return
+    client = redis.Redis.from_url(endpoints.redis_url)
+    try:
+        for key in client.scan_iter(f"{endpoints.redis_prefix}*", count=1000):
+            client.delete(key)
+    except redis.RedisError as exc:
+        console.print(f"could not remove bench keys from Redis: {exc}")
+    finally:
+        client.close()
 
 
 def given(kafka: str | None, ui_url: str | None, vm_url: str | None, redis_url: str | None,
