@@ -50,14 +50,21 @@ def drop_keys(stack: EmbeddedStack) -> None:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    stack = make_stack(tmp_path_factory.mktemp("stack"), "session")
+@contextlib.contextmanager
+def running_stack(tmp: Path, name: str) -> Iterator[EmbeddedStack]:
+    """A started stack, stopped and its Redis keys removed afterwards."""
+    stack = make_stack(tmp, name)
     try:
         yield stack
     finally:
         stack.stop()
         drop_keys(stack)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    with running_stack(tmp_path_factory.mktemp("stack"), "session") as stack:
+        yield stack
 
 
 @pytest.fixture

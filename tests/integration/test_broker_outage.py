@@ -13,7 +13,7 @@ from agent.runner import Agent
 from agent.settings import AgentSettings
 from connectors.kafka import KafkaSettings
 from fleetdeck.stack import EmbeddedStack
-from tests.conftest import drop_keys, eventually, make_stack, sim_servers
+from tests.conftest import eventually, running_stack, sim_servers
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +22,8 @@ OUTAGE_S = 20
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    stack = make_stack(tmp_path_factory.mktemp("outage"), "outage")
-    try:
+    with running_stack(tmp_path_factory.mktemp("outage"), "outage") as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_keys(stack)
 
 
 def seqs(stack: EmbeddedStack, server_id: str) -> list[int]:
