@@ -46,7 +46,8 @@ def create_app(settings: StreamsSettings) -> faust.App:
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=20.0,
     )
-    app.transport = transport_for(app, settings.fetch_max_wait_ms)
+    app.transport = transport_for(app, settings.fetch_max_wait_ms if settings.does_live
+                                  else settings.store_fetch_max_wait_ms)
     metrics, dead, health = _topic(app, METRICS), _topic(app, DEAD_LETTER), _topic(app, HEALTH)
     live = LiveStreams(settings.redis)
     vm = VMClient(settings.vm)

@@ -31,6 +31,9 @@ class StreamsSettings(BaseSettings):
                                         "(it writes each batch before acknowledging it)")
     fetch_max_wait_ms: int = Field(20, ge=1, le=5000, description="Longest a consumer fetch "
                                    "waits for data (the embedded broker always waits this long)")
+    store_fetch_max_wait_ms: int = Field(
+        500, ge=1, le=5000, description="Same, for the store role: it is not waited on, and "
+        "fewer idle fetches leave the broker's CPU to the live path")
     data_dir: str = Field(".fleetdeck/streams", description="Faust data directory")
     @property
     def group_id(self) -> str:
