@@ -14,19 +14,22 @@ from typing import Any
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    fetch_max_wait_ms = 20
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms  # read by consumer.start()
-        return consumer
-
-
 def transport_for(app: Any, fetch_max_wait_ms: int) -> faust_aiokafka.Transport:
     """A transport for ``app`` whose consumers wait at most ``fetch_max_wait_ms`` per fetch."""
-    thread = type("ConsumerThread", (_ConsumerThread,), {"fetch_max_wait_ms": fetch_max_wait_ms})
-    consumer = type("Consumer", (faust_aiokafka.Consumer,), {
-        "_new_consumer_thread": lambda self: thread(self, loop=self.loop, beacon=self.beacon)})
-    transport_cls = type("Transport", (faust_aiokafka.Transport,), {"Consumer": consumer})
-    return transport_cls(app.conf.broker_consumer, app)  # type: ignore[no-any-return]
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            if not hasattr(consumer, "_fetch_max_wait_ms"):  # fail loudly on an aiokafka change
+                raise RuntimeError("aiokafka consumer has no _fetch_max_wait_ms to tune")
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by consumer.start()
+            return consumer
+
+    class TunedConsumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(faust_aiokafka.Transport):
+        Consumer = TunedConsumer
+
+    return Transport(app.conf.broker_consumer, app)
