@@ -99,7 +99,7 @@ class EmbeddedStack:
         port = pick_port(host, self.settings.kafka_port)
         url = f"tcp://{host}:{port}"
         service = self.supervisor.start(Service(
-            "kafka (tansu)",
+            "kafka-tansu",
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             ready=lambda: port_open(host, port), url=f"{host}:{port}",
@@ -158,7 +158,7 @@ class EmbeddedStack:
         for role in ("live", "store"):
             data = self.data_dir / f"streams-{role}"
             data.mkdir(parents=True, exist_ok=True)
-            started.append(self._fleetdeck(f"streams {role} (faust)",
+            started.append(self._fleetdeck(f"streams-{role}",
                                            ["streams", "--role", role, "--data-dir", str(data)]))
         return started
 
@@ -179,5 +179,5 @@ class EmbeddedStack:
             args.append("--no-local")
         for name in watch or []:
             args += ["--watch", name]
-        label = "agent" if not simulate else f"agent (+{simulate} simulated)"
+        label = "agent" if not simulate else f"agent-simulated-{simulate}"
         return self._fleetdeck(label, args)

@@ -25,6 +25,9 @@ def _table(stack: EmbeddedStack) -> Table:
         style = "green" if svc.status == "running" else "red"
         table.add_row(svc.name, f"[{style}]{svc.status}[/]", str(svc.pid or ""), svc.url,
                       str(svc.restarts), str(svc.log_path or ""))
+    if not any(svc.name == "redis" for svc in stack.services):
+        table.add_row("redis", "[green]already running[/]", "", stack.endpoints.redis_url, "",
+                      f"keys {stack.endpoints.redis_prefix}*")
     return table
 
 
@@ -47,6 +50,9 @@ def run_up(settings: StackSettings, *, simulate: int, watch: list[str]) -> int:
             if simulate:
                 stack.start_agent(simulate=simulate, local=False)
         console.print(f"\n[bold]Dashboard:[/] {stack.endpoints.ui_url}   (Ctrl-C stops everything)")
+        if not console.is_terminal:  # no live redraw in a log file: print the table once
+            console.width = 200
+            console.print(_table(stack))
         with Live(_table(stack), console=console, refresh_per_second=1) as live:
             while not stopping:
                 time.sleep(1)
