@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.kafka import KafkaSettings
+from schemas import ID_PATTERN
 
 
 class AgentSettings(BaseSettings):
@@ -15,8 +16,8 @@ class AgentSettings(BaseSettings):
                                       extra="ignore")
 
     server_id: str = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "local",
-                           pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-    tenant: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+                           pattern=ID_PATTERN)
+    tenant: str = Field("default", pattern=ID_PATTERN)
     hostname: str = Field(default_factory=socket.gethostname)
     interval_s: float = Field(1.0, ge=0.1, le=3600, description="Sampling interval (s)")
     watch: list[str] = Field(default_factory=list, description="Process names to watch")

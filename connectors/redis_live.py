@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
@@ -20,6 +20,7 @@ from connectors.errors import ConnectorError
 from schemas.topics import RedisKeys
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
@@ -84,6 +85,13 @@ class LiveStreams:
         except (RedisError, OSError):
             return False
 
+    async def _call(self, what: str, command: Awaitable[T]) -> T:
+        """Await a Redis command, translating library errors to LiveStreamError."""
+        try:
+            return await command
+        except (RedisError, OSError) as exc:
+            raise LiveStreamError(f"redis {what} failed: {exc!r}") from exc
+
     async def publish(self, events: Iterable[LiveEvent],
                       summaries: Mapping[str, str] | None = None) -> None:
         """Add ``events`` and update server ``summaries`` in one round trip."""
@@ -93,62 +101,40 @@ class LiveStreams:
                       approximate=True)
         if summaries:
             pipe.hset(self.keys.servers, mapping=dict(summaries))
-        try:
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise LiveStreamError(f"redis publish failed: {exc!r}") from exc
+        await self._call("publish", pipe.execute())
 
     async def read(self, key: str, after: str, *, block_ms: int = 15_000,
                    count: int = 500) -> list[StreamEntry]:
         """Entries of ``key`` after id ``after`` (``$`` = only new ones), waiting up to block_ms."""
-        try:
-            reply = await self._readers.xread({key: after}, block=block_ms, count=count)
-        except (RedisError, OSError) as exc:
-            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
-        entries = []
-        for _key, items in reply or ():
-            for entry_id, fields in items:
-                entries.append(StreamEntry(entry_id, fields.get("event", "message"),
-                                           fields.get("data", "{}")))
-        return entries
+        reply = await self._call("read", self._readers.xread({key: after}, block=block_ms,
+                                                             count=count))
+        return [_entry(entry_id, fields)
+                for _key, items in reply or () for entry_id, fields in items]
 
     async def last_id(self, key: str) -> str:
         """Id of the newest entry of ``key`` ("0-0" when empty)."""
-        try:
-            items = await self._redis.xrevrange(key, count=1)
-        except (RedisError, OSError) as exc:
-            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
-        return items[0][0] if items else "0-0"
+        newest = await self.tail(key, 1)
+        return newest[0].id if newest else "0-0"
 
     async def tail(self, key: str, count: int) -> list[StreamEntry]:
         """The newest ``count`` entries of ``key``, newest first."""
-        try:
-            items = await self._redis.xrevrange(key, count=count)
-        except (RedisError, OSError) as exc:
-            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
-        return [StreamEntry(i, f.get("event", "message"), f.get("data", "{}")) for i, f in items]
+        items = await self._call("read", self._redis.xrevrange(key, count=count))
+        return [_entry(entry_id, fields) for entry_id, fields in items]
 
     async def summaries(self) -> dict[str, str]:
-        try:
-            return await self._redis.hgetall(self.keys.servers)
-        except (RedisError, OSError) as exc:
-            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
+        return dict(await self._call("read", self._redis.hgetall(self.keys.servers)))
 
     async def summary(self, server_id: str) -> str | None:
-        try:
-            return await self._redis.hget(self.keys.servers, server_id)
-        except (RedisError, OSError) as exc:
-            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
+        found = await self._call("read", self._redis.hget(self.keys.servers, server_id))
+        return None if found is None else str(found)
 
     async def incr(self, counter: str, amount: int = 1) -> None:
-        try:
-            await self._redis.hincrby(self.keys.counters, counter, amount)
-        except (RedisError, OSError) as exc:
-            raise LiveStreamError(f"redis counter failed: {exc!r}") from exc
+        await self._call("counter", self._redis.hincrby(self.keys.counters, counter, amount))
 
     async def counters(self) -> dict[str, int]:
-        try:
-            raw = await self._redis.hgetall(self.keys.counters)
-        except (RedisError, OSError) as exc:
-            raise LiveStreamError(f"redis read failed: {exc!r}") from exc
+        raw = await self._call("read", self._redis.hgetall(self.keys.counters))
         return {k: int(v) for k, v in raw.items()}
+
+
+def _entry(entry_id: str, fields: dict[str, str]) -> StreamEntry:
+    return StreamEntry(entry_id, fields.get("event", "message"), fields.get("data", "{}"))

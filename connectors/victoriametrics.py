@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import aiohttp
-import orjson
 from pydantic import BaseModel, Field
 
 from connectors.errors import ConnectorError
@@ -90,14 +88,6 @@ class VMClient:
             raise VictoriaMetricsError(f"query_range: HTTP {resp.status} {body[:200]!r}",
                                        resp.status)
         return body
-
-    async def query_range(self, query: str, start: float, end: float,
-                          step: float) -> list[dict[str, Any]]:
-        """The ``result`` list of a range query (matrix)."""
-        body = orjson.loads(await self.query_range_raw(query, start, end, step))
-        if body.get("status") != "success":
-            raise VictoriaMetricsError(f"query_range: {body.get('error', body)}")
-        return list(body["data"]["result"])
 
     async def healthy(self) -> bool:
         try:

@@ -5,7 +5,7 @@ This package imports nothing else of the repository.
 
 from schemas.channels import CHANNELS, Channel, points, value_of
 from schemas.deadletter import DeadLetter
-from schemas.envelope import SCHEMA_VERSION, Envelope, new_id, utcnow
+from schemas.envelope import ID_PATTERN, SCHEMA_VERSION, Envelope, new_id, utcnow
 from schemas.health import HealthChange, HealthState
 from schemas.metrics import (
     CpuStats,
@@ -22,6 +22,7 @@ from schemas.topics import ALL_TOPICS, RedisKeys, Topic
 __all__ = [
     "ALL_TOPICS",
     "CHANNELS",
+    "ID_PATTERN",
     "SCHEMA_VERSION",
     "Channel",
     "CpuStats",

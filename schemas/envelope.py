@@ -11,7 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 #: Major version of the wire format. A message with another major version is dead-lettered.
 SCHEMA_VERSION = 1
 
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+#: server and tenant ids: letters, digits and . _ : -, at most 128 characters
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
 def _utc(value: datetime) -> datetime:
@@ -21,8 +22,8 @@ def _utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-ServerId = Annotated[str, Field(pattern=_ID_PATTERN, description="Stable id of a server")]
-TenantId = Annotated[str, Field(pattern=_ID_PATTERN, description="Tenant that owns the server")]
+ServerId = Annotated[str, Field(pattern=ID_PATTERN, description="Stable id of a server")]
+TenantId = Annotated[str, Field(pattern=ID_PATTERN, description="Tenant that owns the server")]
 
 
 def new_id() -> str:

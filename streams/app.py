@@ -96,7 +96,6 @@ def create_app(settings: StreamsSettings) -> faust.App:
     async def tick() -> None:
         await pipeline.tick()
 
-    app.fleetdeck_pipeline = pipeline  # type: ignore[attr-defined]
     return app
 
 

@@ -54,7 +54,6 @@ class ResetWatch:
         self.interval = interval
         self.detector = ResetDetector()
         self.suspect = False
-        self.rewinds = 0
 
     def install(self) -> None:
         consumer = self.app.consumer
@@ -88,7 +87,6 @@ class ResetWatch:
             log.warning("log of %s was reset (end offset %s); rewinding to 0", tp, ends.get(tp))
             forget(consumer, tp)
             await consumer.seek(tp, 0)
-            self.rewinds += 1
         if self.suspect:
             log.info("broker back; offset commits resume")
         self.suspect = False

@@ -17,13 +17,13 @@ from starlette.responses import Response
 
 from connectors.redis_live import STREAM_ID, LiveStreamError, LiveStreams
 from connectors.victoriametrics import VMClient
-from schemas import CHANNELS, HealthState
+from schemas import CHANNELS, ID_PATTERN, HealthState
 from ui import series as series_logic
 from ui.errors import APIError, bad_parameter
 
 log = logging.getLogger(__name__)
 
-_SERVER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_SERVER_ID = re.compile(ID_PATTERN)
 
 
 class ORJSONResponse(Response):
@@ -41,7 +41,7 @@ def _vm(request: Request) -> VMClient:
     return request.app.state.vm  # type: ignore[no-any-return]
 
 
-def _server_id(value: str, name: str = "id") -> str:
+def server_id_param(value: str, name: str = "id") -> str:
     if not _SERVER_ID.fullmatch(value):
         raise bad_parameter(name, "letters, digits and . _ : - only, at most 128 characters")
     return value
@@ -80,7 +80,7 @@ async def get_server(request: Request) -> Response:
       200: {description: "{server: {...}, sample: {...}}"}
       404: {description: unknown server}
     """
-    server_id = _server_id(request.path_params["id"])
+    server_id = server_id_param(request.path_params["id"])
     live = _live(request)
     raw = await live.summary(server_id)
     if raw is None:
@@ -111,7 +111,7 @@ async def get_series(request: Request) -> Response:
       400: {description: bad parameter, naming it}
       404: {description: unknown server}
     """
-    server_id = _server_id(request.path_params["id"])
+    server_id = server_id_param(request.path_params["id"])
     params = request.query_params
     range_text = params.get("range", "1h")
     range_s = series_logic.parse_range(range_text)
@@ -157,7 +157,7 @@ async def stream(request: Request) -> Response:
     """
     live = _live(request)
     server = request.query_params.get("server")
-    if server is not None and await live.summary(_server_id(server, "server")) is None:
+    if server is not None and await live.summary(server_id_param(server, "server")) is None:
         raise APIError(404, "not_found", f"no server {server!r}")
     key = live.keys.server_stream(server) if server else live.keys.fleet_stream
     resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")

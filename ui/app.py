@@ -34,7 +34,7 @@ async def index(request: Request) -> Response:
 
 
 async def server_page(request: Request) -> Response:
-    server_id = api._server_id(request.path_params["id"])
+    server_id = api.server_id_param(request.path_params["id"])
     if await request.app.state.live.summary(server_id) is None:
         raise APIError(404, "not_found", f"no server {server_id!r}")
     return templates.TemplateResponse(request, "server.html", {"server_id": server_id})

@@ -17,6 +17,7 @@ import orjson
 import redis.asyncio as aioredis
 from rich.progress import Progress
 
+from connectors.victoriametrics import VMClient, VMSettings
 from fleetdeck.bench.common import console, percentile
 from fleetdeck.stack import Endpoints
 from schemas import CHANNELS, RedisKeys
@@ -43,26 +44,25 @@ async def fill(endpoints: Endpoints, servers: int, range_s: int) -> list[str]:
     ids = [f"bench-{i:05d}" for i in range(servers)]
     end = int(time.time())
     rng = random.Random(7)
-    async with httpx.AsyncClient(base_url=endpoints.vm_url, timeout=120) as vm:
+    vm = VMClient(VMSettings(url=endpoints.vm_url, timeout_s=120))
+    try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"filling {servers} servers x {range_s} s", total=servers)
             batch: list[bytes] = []
             for server_id in ids:
                 batch.extend(_series_lines(server_id, end - range_s, range_s, rng))
                 if len(batch) >= 200:
-                    await _import(vm, batch)
+                    await vm.import_json(batch)
                     batch = []
                 progress.advance(task)
             if batch:
-                await _import(vm, batch)
-        await vm.get("/internal/force_flush")
+                await vm.import_json(batch)
+    finally:
+        await vm.close()
+    async with httpx.AsyncClient(timeout=60) as client:  # make the import visible to queries
+        (await client.get(f"{endpoints.vm_url}/internal/force_flush")).raise_for_status()
     await _register(endpoints, ids)
     return ids
-
-
-async def _import(vm: httpx.AsyncClient, lines: list[bytes]) -> None:
-    resp = await vm.post("/api/v1/import", content=b"\n".join(lines) + b"\n")
-    resp.raise_for_status()
 
 
 async def _register(endpoints: Endpoints, ids: list[str]) -> None:

@@ -27,8 +27,6 @@ class VMWriter:
         self._buffer: list[str] = []
         self._started = time.monotonic()
         self._queue: asyncio.Queue[list[str]] = asyncio.Queue(settings.queue_batches)
-        self.written_lines = 0
-        self.failures = 0
 
     async def put(self, lines: list[str]) -> None:
         if not self._buffer:
@@ -63,7 +61,6 @@ class VMWriter:
             try:
                 await self.client.import_prometheus(batch)
             except VictoriaMetricsError as exc:
-                self.failures += 1
                 if exc.rejected:  # a bad batch would block every later one: count, drop
                     log.error("victoriametrics refused %d lines, dropped: %s", len(batch), exc)
                     await self._counted("vm_lines_rejected", len(batch))
@@ -73,7 +70,6 @@ class VMWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            self.written_lines += len(batch)
             await self._counted("vm_lines_written", len(batch))
             return
 
