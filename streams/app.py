@@ -5,7 +5,9 @@ Agents stay thin: they feed batches to :class:`streams.ingest.pipeline.Pipeline`
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
@@ -99,8 +101,18 @@ def create_app(settings: StreamsSettings) -> faust.App:
     return app
 
 
-def run(settings: StreamsSettings, loglevel: str = "info") -> None:
-    """Run the worker until interrupted."""
-    app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, override_logging=False)
-    worker.execute_from_commandline()
+def run(settings: StreamsSettings, loglevel: str = "info", restart_delay_s: float = 2.0) -> None:
+    """Run the worker until interrupted (a signal ends it with SystemExit).
+
+    When the Faust app crashes instead (seen: an internal assertion in aiokafka's group
+    coordinator while a broker comes back without its group state), it is built again in
+    a fresh event loop of the same process, so the live view resumes by itself.
+    """
+    while True:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        worker = faust.Worker(create_app(settings), loglevel=loglevel, override_logging=False)
+        try:
+            worker.execute_from_commandline()
+        except Exception:
+            log.exception("stream worker crashed; starting it again in %.0f s", restart_delay_s)
+            time.sleep(restart_delay_s)
