@@ -38,11 +38,18 @@ class Spool:
         self._next += 1
         self._ready.set()
 
-    def peek(self, limit: int) -> tuple[int, list[Message]]:
-        """The oldest ``limit`` messages, left in place until :meth:`commit`, and the
-        sequence number to commit once they are delivered."""
-        head = [self._items[i] for i in range(min(limit, len(self._items)))]
-        return (head[-1][0] if head else -1), [m for _, m in head]
+    def peek(self, limit: int, after: int = -1) -> tuple[int, list[Message]]:
+        """The oldest ``limit`` messages with a sequence number above ``after``, left in
+        place until :meth:`commit`, and the sequence number to commit once they are
+        delivered (``after`` itself when there are none)."""
+        start = max(0, after - self._items[0][0] + 1) if self._items else 0
+        stop = min(len(self._items), start + limit)
+        head = [self._items[i] for i in range(start, stop)]
+        return (head[-1][0] if head else after), [m for _, m in head]
+
+    def has_after(self, after: int) -> bool:
+        """Whether a message newer than sequence number ``after`` is waiting."""
+        return bool(self._items) and self._items[-1][0] > after
 
     def commit(self, through: int) -> None:
         """Forget the messages up to sequence number ``through`` (they were delivered).
@@ -54,5 +61,8 @@ class Spool:
         if not self._items:
             self._ready.clear()
 
-    async def wait(self) -> None:
-        await self._ready.wait()
+    async def wait(self, after: int = -1) -> None:
+        """Until a message newer than sequence number ``after`` is waiting."""
+        while not self.has_after(after):
+            self._ready.clear()
+            await self._ready.wait()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -30,6 +31,9 @@ class KafkaSettings(BaseModel):
     client_id: str = "fleetdeck"
     request_timeout_ms: int = Field(10_000, ge=1000)
     max_message_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted message")
+    compression: Literal["none", "lz4", "zstd", "gzip"] = Field(
+        "none", description="Producer batch compression: lz4 or zstd save network and "
+        "broker disk on Apache Kafka; on the embedded broker it saved no CPU overall")
 
 
 def producer(settings: KafkaSettings, *, linger_ms: int = 2) -> AIOKafkaProducer:
@@ -38,6 +42,7 @@ def producer(settings: KafkaSettings, *, linger_ms: int = 2) -> AIOKafkaProducer
         bootstrap_servers=settings.bootstrap_servers,
         client_id=settings.client_id,
         linger_ms=linger_ms,
+        compression_type=None if settings.compression == "none" else settings.compression,
         acks=1,
         request_timeout_ms=settings.request_timeout_ms,
         max_request_size=settings.max_message_bytes * 2,

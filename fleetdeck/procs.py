@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ class Service:
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    nice: int = 0  # > 0: bulk work that must yield the CPU to the latency-sensitive path
 
     @property
     def status(self) -> str:
@@ -97,7 +99,7 @@ class Supervisor:
             service.proc = subprocess.Popen(
                 service.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **service.env}, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                preexec_fn=functools.partial(_prepare_child, service.nice))
         except OSError as exc:
             raise StackError(f"cannot start {service.name} ({service.argv[0]}): {exc}") from exc
         finally:
@@ -136,12 +138,16 @@ class Supervisor:
         self.services.clear()
 
 
-def _die_with_parent() -> None:
+def _prepare_child(nice: int) -> None:
     """In the child, before exec: get SIGTERM when the supervisor dies, even by SIGKILL
-    (Linux prctl PR_SET_PDEATHSIG), so no process outlives the stack that started it."""
+    (Linux prctl PR_SET_PDEATHSIG), so no process outlives the stack that started it;
+    lower the priority of bulk services (storage) so the live path keeps its latency."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
 
 
 def _tail(path: Path | None, lines: int = 15) -> str:

@@ -20,6 +20,11 @@ from connectors.kafka import KafkaSettings, ensure_topics
 from fleetdeck.procs import Service, StackError, Supervisor, pick_port, port_open
 from fleetdeck.settings import StackSettings
 
+# Storage (the store worker and VictoriaMetrics) is throughput work with its own batching
+# and backpressure; on a shared machine it runs at a lower CPU priority so the live path
+# (broker → live worker → Redis → UI) is scheduled first when the cores are busy.
+BULK_NICE = 10
+
 log = logging.getLogger(__name__)
 
 
@@ -124,7 +129,7 @@ class EmbeddedStack:
              f"-httpListenAddr={host}:{port}", "-retentionPeriod=30d",
              "-search.latencyOffset=0s", "-dedup.minScrapeInterval=1ms",
              "-loggerLevel=WARN"],
-            ready=lambda: _http_ok(f"{url}/health"), url=url))
+            ready=lambda: _http_ok(f"{url}/health"), url=url, nice=BULK_NICE))
         self.endpoints.vm_url = url
         return service
 
@@ -146,11 +151,12 @@ class EmbeddedStack:
 
     # FleetDeck processes -----------------------------------------------------------------
     def _fleetdeck(self, name: str, args: list[str], ready: object = None,
-                   url: str = "") -> Service:
+                   url: str = "", nice: int = 0) -> Service:
         argv = [sys.executable, "-m", "fleetdeck", *args]
         env = {**self.endpoints.env(), "PYTHONUNBUFFERED": "1"}
         check = ready if callable(ready) else (lambda: True)
-        return self.supervisor.start(Service(name, argv, ready=check, url=url, env=env))
+        return self.supervisor.start(Service(name, argv, ready=check, url=url, env=env,
+                                             nice=nice))
 
     def start_streams(self) -> list[Service]:
         """Two workers, so the live path and the storage path each get a core."""
@@ -159,7 +165,8 @@ class EmbeddedStack:
             data = self.data_dir / f"streams-{role}"
             data.mkdir(parents=True, exist_ok=True)
             started.append(self._fleetdeck(f"streams-{role}",
-                                           ["streams", "--role", role, "--data-dir", str(data)]))
+                                           ["streams", "--role", role, "--data-dir", str(data)],
+                                           nice=BULK_NICE if role == "store" else 0))
         return started
 
     def start_ui(self) -> Service:

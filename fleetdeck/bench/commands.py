@@ -33,7 +33,8 @@ def live(
         common.result(asyncio.run(measure(endpoints, agents, seconds, warmup)))
         return
     with common.embedded(["kafka", "vm", "streams", "ui"], prefix="bench-live:") as stack:
-        common.result(asyncio.run(measure(stack.endpoints, agents, seconds, warmup)))
+        pids = {s.name: s.pid for s in stack.supervisor.services if s.pid is not None}
+        common.result(asyncio.run(measure(stack.endpoints, agents, seconds, warmup, pids)))
 
 
 def query(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 from rich.console import Console
 
 from fleetdeck.settings import StackSettings
@@ -31,6 +33,35 @@ def result(data: dict[str, Any]) -> None:
     """Print the one JSON object that ends every bench's output."""
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in data.items()}),
           flush=True)
+
+
+class CpuMeter:
+    """CPU used by named processes over a window, in % of one core (psutil)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    @property
+    def started(self) -> bool:
+        return self._t0 > 0
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._start = {name: self._used(name) for name in self.procs}
+
+    def stop(self) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        return {name: round((self._used(name) - self._start.get(name, 0.0)) / elapsed * 100, 1)
+                for name in self.procs}
+
+    def _used(self, name: str) -> float:
+        try:
+            times = self.procs[name].cpu_times()
+        except psutil.Error:  # exited: its last reading stands
+            return self._start.get(name, 0.0)
+        return float(times.user + times.system)
 
 
 @contextmanager

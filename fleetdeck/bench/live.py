@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from rich.progress import Progress
 
-from fleetdeck.bench.common import console, percentile
+from fleetdeck.bench.common import CpuMeter, console, percentile
 from fleetdeck.stack import Endpoints
 from schemas import CpuStats, MemoryStats, MetricSample
 
@@ -80,23 +80,33 @@ def agent_totals(stderr: bytes) -> dict[str, Any]:
 
 
 async def measure(endpoints: Endpoints, agents: int, seconds: float,
-                  warmup: float = 5.0) -> dict[str, Any]:
+                  warmup: float = 5.0, pids: dict[str, int] | None = None) -> dict[str, Any]:
     """Time every sample; latencies of the first ``warmup`` seconds (caches filling, first
-    health evaluation of every server) are left out of the percentiles, not out of ``lost``."""
+    health evaluation of every server) are left out of the percentiles, not out of ``lost``.
+
+    ``pids`` (the stack's processes) get their CPU use over the measured seconds reported,
+    with the simulated agents' and this client's."""
     await wait_until_flowing(endpoints)
     latencies: list[float] = []
+    stages: list[float] = []  # sample taken → entry added to the Redis stream (its id's time)
     seen: set[tuple[str, str]] = set()
     started = time.time()
     agent_log = tempfile.TemporaryFile()
     proc = agent_process(endpoints, agents, seconds + warmup, agent_log)
+    meter = CpuMeter({**(pids or {}), "agents": proc.pid, "bench-client": os.getpid()})
+    cpu: dict[str, float] = {}
     with Progress(console=console, transient=True) as progress:
         total = seconds + warmup
         task = progress.add_task(f"{agents} agents for {total:.0f} s", total=total)
         async with httpx.AsyncClient(base_url=endpoints.ui_url, timeout=None) as client:
-            reader = asyncio.create_task(_read(client, latencies, seen, started + warmup))
+            reader = asyncio.create_task(_read(client, latencies, stages, seen, started + warmup))
             while proc.poll() is None:
                 await asyncio.sleep(0.5)
                 progress.update(task, completed=min(total, time.time() - started))
+                if not meter.started and time.time() >= started + warmup:
+                    meter.start()
+                elif not cpu and time.time() >= started + total - 1:
+                    cpu = meter.stop()
             agent_log.seek(0)
             totals = agent_totals(agent_log.read())
             agent_log.close()
@@ -109,15 +119,20 @@ async def measure(endpoints: Endpoints, agents: int, seconds: float,
     return {"bench": "live", "agents": agents, "seconds": seconds, "warmup_s": warmup,
             "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
             "p99_ms": percentile(latencies, 99), "max_ms": max(latencies, default=0.0),
-            "sent": sent, "received": received, "lost": max(0, sent - received)}
+            "to_redis_p50_ms": percentile(stages, 50), "to_redis_p95_ms": percentile(stages, 95),
+            "sent": sent, "received": received, "lost": max(0, sent - received),
+            "cpu_pct_of_core": cpu}
 
 
-async def _read(client: httpx.AsyncClient, latencies: list[float],
+async def _read(client: httpx.AsyncClient, latencies: list[float], stages: list[float],
                 seen: set[tuple[str, str]], measure_from: float) -> None:
     async with client.stream("GET", "/api/v1/stream") as resp:
         event = ""
+        entry_ms = 0.0
         async for line in resp.aiter_lines():
-            if line.startswith("event:"):
+            if line.startswith("id:"):
+                entry_ms = float(line[3:].strip().split("-")[0])
+            elif line.startswith("event:"):
                 event = line[6:].strip()
             elif line.startswith("data:") and event == "sample":
                 now = time.time()
@@ -130,3 +145,4 @@ async def _read(client: httpx.AsyncClient, latencies: list[float],
                     taken = datetime.fromisoformat(data["ts"]).timestamp()
                     if taken >= measure_from:
                         latencies.append((now - taken) * 1000)
+                        stages.append(entry_ms - taken * 1000)

@@ -59,3 +59,41 @@ async def test_wait_blocks_until_something_arrives() -> None:
         await waiter
     spool.commit(spool.peek(1)[0])
     assert len(spool) == 0
+
+
+def test_peek_after_a_cursor_returns_only_newer_messages() -> None:
+    spool = Spool(10)
+    for i in range(6):
+        spool.append(msg(i))
+    first, sent = spool.peek(2)  # 0, 1 in flight
+    second, more = spool.peek(3, after=first)  # 2, 3, 4 in flight too
+    assert [m.value for m in sent] == [b"0", b"1"]
+    assert [m.value for m in more] == [b"2", b"3", b"4"]
+    assert spool.has_after(second)
+    assert spool.peek(10, after=second + 1) == (second + 1, [])
+    assert not spool.has_after(second + 1)
+    spool.commit(first)  # acknowledgements arrive in order
+    assert values(spool) == [b"2", b"3", b"4", b"5"]
+
+
+def test_peek_after_a_cursor_whose_messages_were_dropped() -> None:
+    spool = Spool(3)
+    for i in range(3):
+        spool.append(msg(i))
+    cursor, _ = spool.peek(1)  # 0 in flight
+    for i in range(3, 6):
+        spool.append(msg(i))  # 0, 1, 2 dropped for space
+    _, rest = spool.peek(10, after=cursor)
+    assert [m.value for m in rest] == [b"3", b"4", b"5"]
+
+
+async def test_wait_after_a_cursor_blocks_until_a_newer_message() -> None:
+    spool = Spool(5)
+    spool.append(msg(0))
+    cursor, _ = spool.peek(1)
+    waiter = asyncio.create_task(spool.wait(after=cursor))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # message 0 is already handed out
+    spool.append(msg(1))
+    async with asyncio.timeout(1):
+        await waiter
