@@ -93,15 +93,31 @@ class LiveStreams:
             raise LiveStreamError(f"redis {what} failed: {exc!r}") from exc
 
     async def publish(self, events: Iterable[LiveEvent],
-                      summaries: Mapping[str, str] | None = None) -> None:
-        """Add ``events`` and update server ``summaries`` in one round trip."""
+                      summaries: Mapping[str, str] | None = None,
+                      alerts: Mapping[str, str] | None = None) -> None:
+        """Add ``events`` and update server ``summaries`` and current ``alerts`` in one
+        round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for ev in events:
             pipe.xadd(ev.key, {"event": ev.event, "data": ev.data}, maxlen=ev.maxlen,
                       approximate=True)
         if summaries:
             pipe.hset(self.keys.servers, mapping=dict(summaries))
+        if alerts:
+            pipe.hset(self.keys.alerts, mapping=dict(alerts))
         await self._call("publish", pipe.execute())
+
+    async def hget(self, key: str, field: str) -> str | None:
+        found = await self._call("read", self._redis.hget(key, field))
+        return None if found is None else str(found)
+
+    async def get(self, key: str) -> str | None:
+        found = await self._call("read", self._redis.get(key))
+        return None if found is None else str(found)
+
+    async def bump(self, key: str) -> int:
+        """Raise a version counter (workers watch it to reload their configuration)."""
+        return int(await self._call("counter", self._redis.incr(key)))
 
     async def read(self, key: str, after: str, *, block_ms: int = 15_000,
                    count: int = 500) -> list[StreamEntry]:

@@ -19,5 +19,11 @@ class StackSettings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0",
                            description="Used when reachable; otherwise redis-server is started")
     redis_prefix: str = Field("fd:", description="Key prefix of this stack in Redis")
+    sql_url: str = Field("", description="SQL store URL (default: a SQLite file in data_dir; "
+                         "postgresql+asyncpg://... for PostgreSQL)")
+    alert_rules_file: Path | None = Field(None, description="YAML alert rules (default: the "
+                                          "rules shipped with FleetDeck)")
+    webhook_urls: list[str] = Field(default_factory=list, description="Alertmanager-format "
+                                    "webhook receivers for alert notifications")
     vm_binary: str = "/usr/bin/victoria-metrics"
     redis_binary: str = "redis-server"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import shutil
 import sys
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +25,9 @@ from fleetdeck.settings import StackSettings
 # and backpressure; on a shared machine it runs at a lower CPU priority so the live path
 # (broker → live worker → Redis → UI) is scheduled first when the cores are busy.
 BULK_NICE = 10
+
+#: Alert rules loaded by ``fleetdeck up`` unless another file is given
+DEFAULT_ALERT_RULES = Path(__file__).parent / "default_alerts.yaml"
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,9 @@ class Endpoints:
     redis_url: str = ""
     redis_prefix: str = "fd:"
     ui_url: str = ""
+    sql_url: str = ""
+    alert_rules_file: str = ""
+    webhook_urls: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         """Environment that points FleetDeck processes at these endpoints."""
@@ -61,6 +68,12 @@ class Endpoints:
             "FLEETDECK_VM__URL": self.vm_url,
             "FLEETDECK_REDIS__URL": self.redis_url,
             "FLEETDECK_REDIS__PREFIX": self.redis_prefix,
+            **({"FLEETDECK_SQL__URL": self.sql_url} if self.sql_url else {}),
+            **({"FLEETDECK_ALERT_RULES_FILE": self.alert_rules_file}
+               if self.alert_rules_file else {}),
+            **({"FLEETDECK_WEBHOOK__URLS": json.dumps(self.webhook_urls)}
+               if self.webhook_urls else {}),
+            **({"FLEETDECK_WEBHOOK__EXTERNAL_URL": self.ui_url} if self.ui_url else {}),
         }
 
 
@@ -69,7 +82,11 @@ class EmbeddedStack:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
         self.supervisor = Supervisor(self.data_dir / "logs")
-        self.endpoints = Endpoints(redis_prefix=self._prefix(settings))
+        self.endpoints = Endpoints(
+            redis_prefix=self._prefix(settings),
+            sql_url=settings.sql_url or f"sqlite+aiosqlite:///{self.data_dir / 'fleetdeck.db'}",
+            alert_rules_file=str(settings.alert_rules_file or DEFAULT_ALERT_RULES),
+            webhook_urls=list(settings.webhook_urls))
 
     def _prefix(self, settings: StackSettings) -> str:
         """Keys of this stack in a shared Redis: the default prefix gets a tag of the data

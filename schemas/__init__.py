@@ -3,6 +3,16 @@
 This package imports nothing else of the repository.
 """
 
+from schemas.alerts import (
+    AlertAction,
+    AlertEvent,
+    AlertRule,
+    AlertState,
+    Matcher,
+    Severity,
+    Silence,
+    alert_id,
+)
 from schemas.channels import CHANNELS, Channel, points, value_of
 from schemas.deadletter import DeadLetter
 from schemas.envelope import ID_PATTERN, SCHEMA_VERSION, Envelope, new_id, utcnow
@@ -24,6 +34,10 @@ __all__ = [
     "CHANNELS",
     "ID_PATTERN",
     "SCHEMA_VERSION",
+    "AlertAction",
+    "AlertEvent",
+    "AlertRule",
+    "AlertState",
     "Channel",
     "CpuStats",
     "DeadLetter",
@@ -33,12 +47,16 @@ __all__ = [
     "HealthChange",
     "HealthState",
     "LoadStats",
+    "Matcher",
     "MemoryStats",
     "MetricSample",
     "NetIO",
     "ProcessHealth",
     "RedisKeys",
+    "Severity",
+    "Silence",
     "Topic",
+    "alert_id",
     "new_id",
     "points",
     "utcnow",

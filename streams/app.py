@@ -14,9 +14,13 @@ import faust
 import mode
 
 from connectors.redis_live import LiveStreams
+from connectors.sql import SQLError, SQLStore
 from connectors.victoriametrics import VMClient
-from schemas.topics import DEAD_LETTER, HEALTH, METRICS, Topic
+from schemas.topics import ALERT_ACTIONS, ALERTS, DEAD_LETTER, HEALTH, METRICS, Topic
 from streams import resets
+from streams.alerts.logic import AlertEngine
+from streams.alerts.sink import AlertSink
+from streams.alerts.worker import Alerting
 from streams.ingest.pipeline import Pipeline
 from streams.settings import StreamsSettings
 from streams.store.writer import VMWriter
@@ -61,14 +65,58 @@ def create_app(settings: StreamsSettings) -> faust.App:
     async def to_health(key: str, value: bytes) -> None:
         await health.send(key=key.encode(), value=value)
 
-    pipeline = Pipeline(settings, live, writer, to_dead, to_health)
+    sql = SQLStore(settings.sql)
+    alerting = None
+    if settings.does_live:
+        alerts_topic = _topic(app, ALERTS)
+        # Alert records per server: key = server id, partitioned like fd.metrics (same key,
+        # same partition count, the producer's partitioner), so each lives with its samples.
+        state = app.Table("alert-state", partitions=METRICS.partitions, use_partitioner=True,
+                          schema=faust.Schema(key_type=bytes, value_type=bytes,
+                                              key_serializer="raw", value_serializer="raw"))
+
+        async def to_alerts(key: str, value: bytes) -> None:
+            await alerts_topic.send(key=key.encode(), value=value)
+
+        def recovered() -> bool:  # Faust has replayed the table's changelog
+            recovery: Any = getattr(app.tables, "recovery", None)
+            return recovery is not None and bool(recovery.completed.is_set())
+
+        alerting = Alerting(AlertEngine(settings.alerts), sql, live, state, to_alerts,
+                            ready=recovered)
+    pipeline = Pipeline(settings, live, writer, to_dead, to_health, alerting)
 
     within = settings.batch_within_s if settings.does_live else settings.store_batch_within_s
+    # fd.alert-actions is co-partitioned with fd.metrics: one agent reading both sees a
+    # server's acknowledgements in the worker that owns its alert state.
+    source = app.topic(METRICS.name, ALERT_ACTIONS.name, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw") if settings.does_live \
+        else metrics
 
-    @app.agent(metrics, name="fleetdeck.ingest")
+    @app.agent(source, name="fleetdeck.ingest")
     async def ingest(stream: Any) -> None:
-        async for batch in stream.take(settings.batch_max, within=within):
-            await pipeline.handle(batch)
+        async for events in stream.take_events(settings.batch_max, within=within):
+            samples = [e.value for e in events if e.message.topic == METRICS.name]
+            actions = [e.value for e in events if e.message.topic != METRICS.name]
+            await pipeline.handle(samples, actions)
+
+    if settings.does_store:
+        sink = AlertSink(sql, settings.webhook)
+
+        @app.agent(_topic(app, ALERTS), name="fleetdeck.alert-sink")
+        async def alert_sink(stream: Any) -> None:
+            async for batch in stream.take(500, within=0.2):
+                while True:  # not acknowledged before it is stored: retry until it is
+                    try:
+                        await sink.record(batch)
+                        break
+                    except SQLError as exc:
+                        log.error("cannot store alert events, retrying: %s", exc)
+                        await asyncio.sleep(2.0)
+
+        @app.task
+        async def notify_forever() -> None:
+            await sink.run()
 
     @app.service
     class Shutdown(mode.Service):
@@ -79,9 +127,16 @@ def create_app(settings: StreamsSettings) -> faust.App:
                 await writer.flush(timeout=10)
             await vm.close()
             await live.close()
+            await sql.close()
 
     @app.task
     async def start() -> None:
+        try:
+            await sql.migrate()
+        except SQLError as exc:  # rules load on a later tick once the database is back
+            log.error("cannot prepare the SQL store: %s", exc)
+        if alerting is not None:
+            await alerting.reload(time.time(), force=True)
         restored = await pipeline.restore()
         log.info("streams worker started; restored %d servers", restored)
 

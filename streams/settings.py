@@ -9,7 +9,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.kafka import KafkaSettings
 from connectors.redis_live import RedisSettings
+from connectors.sql import SQLSettings
 from connectors.victoriametrics import VMSettings
+from connectors.webhook import WebhookSettings
+from streams.alerts.logic import AlertPolicy
 from streams.health.logic import HealthPolicy
 
 
@@ -25,6 +28,9 @@ class StreamsSettings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     vm: VMSettings = Field(default_factory=VMSettings)
     health: HealthPolicy = Field(default_factory=HealthPolicy)
+    alerts: AlertPolicy = Field(default_factory=AlertPolicy)
+    sql: SQLSettings = Field(default_factory=SQLSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     batch_max: int = Field(1000, ge=1, description="Samples handled per batch at most")
     batch_within_s: float = Field(0.005, gt=0, description="Longest wait to fill a batch")
     store_batch_within_s: float = Field(0.5, gt=0, description="Same, for the store role "

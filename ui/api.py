@@ -160,6 +160,13 @@ async def stream(request: Request) -> Response:
     if server is not None and await live.summary(server_id_param(server, "server")) is None:
         raise APIError(404, "not_found", f"no server {server!r}")
     key = live.keys.server_stream(server) if server else live.keys.fleet_stream
+    return await sse_response(request, key)
+
+
+async def sse_response(request: Request, key: str) -> Response:
+    """SSE of the Redis stream ``key``, resuming after Last-Event-ID (header or the
+    ``last_event_id`` query parameter)."""
+    live = _live(request)
     resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if resume is not None and not STREAM_ID.fullmatch(resume):
         raise bad_parameter("Last-Event-ID", f"{resume[:64]!r} is not an event id of this stream")

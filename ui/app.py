@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -18,8 +19,9 @@ from starlette.templating import Jinja2Templates
 
 from connectors.errors import ConnectorError
 from connectors.redis_live import LiveStreams
+from connectors.sql import SQLStore
 from connectors.victoriametrics import VMClient
-from ui import api
+from ui import alerts_api, api
 from ui.errors import APIError, http_error, upstream_error
 from ui.settings import UISettings
 
@@ -31,6 +33,10 @@ schemas = SchemaGenerator({"openapi": "3.0.3",
 
 async def index(request: Request) -> Response:
     return templates.TemplateResponse(request, "index.html")
+
+
+async def alerts_page(request: Request) -> Response:
+    return templates.TemplateResponse(request, "alerts.html", {"nav": "alerts"})
 
 
 async def server_page(request: Request) -> Response:
@@ -86,11 +92,21 @@ def create_app(settings: UISettings) -> Starlette:
         app.state.vm = VMClient(settings.vm)
         app.state.started = time.monotonic()
         app.state.sse_clients = 0
+        app.state.sql = SQLStore(settings.sql)
+        app.state.producer = None  # for alert actions, started on first use
+        app.state.producer_lock = asyncio.Lock()
+        await app.state.sql.migrate()
+        if settings.alert_rules_file is not None:
+            await alerts_api.load_rules_file(settings.alert_rules_file, app.state.sql,
+                                             app.state.live)
         try:
             yield
         finally:
             await app.state.live.close()
             await app.state.vm.close()
+            await app.state.sql.close()
+            if app.state.producer is not None:
+                await app.state.producer.stop()
 
     routes = [
         Route("/", index, include_in_schema=False),
@@ -102,6 +118,21 @@ def create_app(settings: UISettings) -> Starlette:
         Route("/api/v1/servers/{id}/series", api.get_series),
         Route("/api/v1/channels", api.list_channels),
         Route("/api/v1/stream", api.stream),
+        Route("/alerts", alerts_page, include_in_schema=False),
+        Route("/api/v1/servers/{id}/alert-events", alerts_api.server_alert_events),
+        Route("/api/v1/alerts", alerts_api.list_alerts),
+        Route("/api/v1/alerts/stream", alerts_api.alerts_stream),
+        Route("/api/v1/alerts/silences", alerts_api.list_silences, methods=["GET"]),
+        Route("/api/v1/alerts/silences", alerts_api.create_silence, methods=["POST"]),
+        Route("/api/v1/alerts/silences/{id}", alerts_api.expire_silence, methods=["DELETE"]),
+        Route("/api/v1/alerts/rules", alerts_api.list_rules, methods=["GET"]),
+        Route("/api/v1/alerts/rules", alerts_api.create_rule, methods=["POST"]),
+        Route("/api/v1/alerts/rules/{id}", alerts_api.get_rule, methods=["GET"]),
+        Route("/api/v1/alerts/rules/{id}", alerts_api.put_rule, methods=["PUT"]),
+        Route("/api/v1/alerts/rules/{id}", alerts_api.delete_rule, methods=["DELETE"]),
+        Route("/api/v1/alerts/{id}", alerts_api.get_alert),
+        Route("/api/v1/alerts/{id}/ack", alerts_api.ack, methods=["POST"]),
+        Route("/api/v1/alerts/{id}/unack", alerts_api.unack, methods=["POST"]),
         Route("/api/v1/openapi.json", openapi, include_in_schema=False),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.kafka import KafkaSettings
 from connectors.redis_live import RedisSettings
+from connectors.sql import SQLSettings
 from connectors.victoriametrics import VMSettings
 
 
@@ -18,4 +22,9 @@ class UISettings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     vm: VMSettings = Field(default_factory=VMSettings)
     sse_max_clients: int = Field(150, ge=1, description="Concurrent SSE streams; more get 503")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    sql: SQLSettings = Field(default_factory=SQLSettings)
+    alert_rules_file: Path | None = Field(
+        None, description="YAML file of alert rules loaded at start (its rules replace "
+        "those with the same id)")
     sse_ping_s: float = Field(15.0, gt=0, description="Keep-alive comment interval on SSE")

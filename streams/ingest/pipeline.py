@@ -16,6 +16,7 @@ import orjson
 from connectors.redis_live import LiveEvent, LiveStreamError, LiveStreams
 from schemas import DeadLetter, HealthChange, HealthState, MetricSample
 from schemas.topics import METRICS
+from streams.alerts.worker import Alerting
 from streams.health.logic import HealthTracker, ServerHealth
 from streams.ingest.logic import decode_sample
 from streams.live import logic as live
@@ -30,7 +31,7 @@ Emit = Callable[[str, bytes], Awaitable[None]]  # (key, value) -> produce to a t
 
 class Pipeline:
     def __init__(self, settings: StreamsSettings, live_streams: LiveStreams, writer: VMWriter,
-                 dead_letter: Emit, health_out: Emit) -> None:
+                 dead_letter: Emit, health_out: Emit, alerting: Alerting | None = None) -> None:
         self.settings = settings
         self.live = live_streams
         self.writer = writer
@@ -39,8 +40,12 @@ class Pipeline:
         self.tracker = HealthTracker(settings.health)
         self.rollups = Rollups()
         self.briefs: dict[str, dict[str, object]] = {}
+        self.alerting = alerting
 
-    async def handle(self, batch: list[bytes | None]) -> None:
+    async def handle(self, batch: list[bytes | None],
+                     actions: list[bytes | None] | None = None) -> None:
+        """One batch of ``fd.metrics`` messages (and of ``fd.alert-actions``, which share
+        its partitions)."""
         if not self.settings.does_live:
             await self._store([s for s in map(self._decode, batch)
                                if isinstance(s, MetricSample)])
@@ -50,6 +55,11 @@ class Pipeline:
         changes: list[HealthChange] = []
         samples: list[MetricSample] = []
         touched: set[str] = set()
+        alerting = self.alerting
+        if alerting is not None:
+            alerting.restore()
+            for raw in actions or ():
+                alerting.act(raw)
         for raw in batch:
             item = self._decode(raw)
             if isinstance(item, DeadLetter):
@@ -60,6 +70,8 @@ class Pipeline:
                 changes.append(change)
             server = self.tracker.servers[item.server_id]
             samples.append(item)
+            if alerting is not None:
+                alerting.observe(item)
             if item.ts < server.last_seen:
                 continue  # replayed after newer ones: stored, not shown as the latest
             brief = live.summary(item, server.state, server.reasons)
@@ -67,6 +79,8 @@ class Pipeline:
             touched.add(item.server_id)
             events.extend(live.sample_events(item, brief, self.live.keys, self.settings.redis))
         await self._publish(events, changes, touched)  # the live view first: it is waited on
+        if alerting is not None:
+            await alerting.flush()
         if self.settings.does_store:
             await self._store(samples)
 
@@ -139,6 +153,8 @@ class Pipeline:
                 self.briefs[change.server_id] = live.apply_health(brief, change)
         if changes:
             await self._publish([], changes, set())
+        if self.alerting is not None:
+            await self.alerting.tick(self.tracker)
 
     async def restore(self) -> int:
         """Seed health from the summaries in Redis, so silent servers go OFFLINE after a restart."""

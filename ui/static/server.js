@@ -1,7 +1,13 @@
 // One server: uPlot timelines loaded from .../series, extended live from the SSE stream.
+// Alerts: the server's active alerts above the charts, and a vertical mark on every chart
+// where one of its alerts fired, was acknowledged or resolved (.../alert-events, then live
+// from /api/v1/alerts/stream).
 import {
-  fmtMiB, fmtNum, fmtPct, fmtUnit, getJSON, openStream, refreshLastSeen, setBadge, setLastSeen,
+  fmtAgo, fmtMiB, fmtNum, fmtPct, fmtUnit, getJSON, openStream, refreshLastSeen, setBadge, setLastSeen,
 } from "./app.js";
+import {
+  SEVERITY_RANK, fmtDateTime, isActive, parseAlert, parseAlerts, parseTime,
+} from "./alerts-common.js";
 
 const page = document.getElementById("page");
 const serverId = page.dataset.serverId;
@@ -36,6 +42,62 @@ const CHARTS = [
   } },
 ];
 const CHANNELS = CHARTS.flatMap((c) => (c.byLabel ? [c.byLabel.channel] : c.series.map(([ch]) => ch)));
+
+// ---- alert marks ---------------------------------------------------------------------
+
+const css = getComputedStyle(document.documentElement);
+const MARK_COLORS = {
+  firing: css.getPropertyValue("--mark-firing").trim() || "#cf222e",
+  acknowledged: css.getPropertyValue("--mark-acknowledged").trim() || "#d97706",
+  resolved: css.getPropertyValue("--mark-resolved").trim() || "#1f883d",
+};
+const marks = new Map(); // "alert_id:seq" -> {key, t (s), state}; the selected range
+const liveMarks = new Map(); // marks from the stream since the page opened (last 24 h)
+let markList = []; // marks sorted by time, what the charts draw
+
+// The mark of an alert event, or null: only changes into firing, acknowledged or resolved
+// are marked (not flag changes such as silenced, nor a pending alert that never fired).
+function markOf(a) {
+  if (!Object.hasOwn(MARK_COLORS, a.state)) return null;
+  if (a.previous === a.state) return null;
+  if (a.state === "resolved" && a.previous === "pending") return null;
+  const ms = parseTime(a.ts);
+  if (ms === null) return null;
+  return { key: `${a.alert_id}:${a.seq}`, t: ms / 1000, state: a.state };
+}
+
+function marksChanged() {
+  markList = [...marks.values()].sort((x, y) => x.t - y.t);
+  for (const chart of charts) {
+    if (chart.plot) chart.plot.redraw(false);
+    else chart.el.dataset.alertMarks = "0";
+  }
+}
+
+// uPlot plugin: thin vertical lines over the plot area, one per mark inside the x range.
+function alertMarks(chart) {
+  const draw = (u) => {
+    const { left, top, width, height } = u.bbox;
+    const ctx = u.ctx;
+    let drawn = 0;
+    ctx.save();
+    ctx.lineWidth = Math.max(1, Math.round(window.uPlot?.pxRatio ?? window.devicePixelRatio ?? 1));
+    for (const m of markList) {
+      const x = Math.round(u.valToPos(m.t, "x", true));
+      if (!Number.isFinite(x) || x < left || x > left + width) continue;
+      ctx.strokeStyle = MARK_COLORS[m.state];
+      ctx.beginPath();
+      ctx.moveTo(x + 0.5, top);
+      ctx.lineTo(x + 0.5, top + height);
+      ctx.stroke();
+      drawn += 1;
+    }
+    ctx.restore();
+    const count = String(drawn);
+    if (chart.el.dataset.alertMarks !== count) chart.el.dataset.alertMarks = count;
+  };
+  return { hooks: { draw: [draw] } };
+}
 
 const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 const noLabels = (labels) => !labels || Object.keys(labels).length === 0;
@@ -130,6 +192,7 @@ class Chart {
       width: this.el.clientWidth || 600,
       height: HEIGHT,
       cursor: { drag: { x: false, y: false }, sync: { key: "fd" } },
+      plugins: [alertMarks(this)],
       scales: {
         x: { time: true, range: () => [this.end - this.span, this.end] },
         y: { range: (u, lo, hi) => (max ? [0, max] : window.uPlot.rangeNum(0, Math.max(hi ?? 0, floor), 0.1, true)) },
@@ -243,6 +306,131 @@ function applyHealth(h) {
   if (h.last_seen !== undefined) setLastSeen(lastSeen, h.last_seen);
 }
 
+// ---- alerts of this server -----------------------------------------------------------
+
+const alertList = document.getElementById("server-alert-list");
+const alertsBox = document.getElementById("server-alerts");
+const alertsEmpty = document.getElementById("server-alerts-empty");
+const alertCount = document.getElementById("server-alert-count");
+const alertTemplate = document.getElementById("server-alert-template");
+const activeAlerts = new Map(); // alert_id -> alert, active ones only
+const alertSeqs = new Map(); // alert_id -> newest seq applied
+let alertBuffer = null; // stream events received while the snapshot loads
+let alertLoad = 0;
+let marksLoading = null; // AbortController of the alert-events request in flight
+
+function renderAlerts() {
+  const list = [...activeAlerts.values()].sort((x, y) =>
+    (SEVERITY_RANK[y.severity] ?? 0) - (SEVERITY_RANK[x.severity] ?? 0) ||
+    (parseTime(y.started_at) ?? 0) - (parseTime(x.started_at) ?? 0) || x.alert_id.localeCompare(y.alert_id));
+  alertList.replaceChildren(...list.map((a) => {
+    const li = alertTemplate.content.firstElementChild.cloneNode(true);
+    li.dataset.alertId = a.alert_id;
+    li.dataset.state = a.state;
+    li.dataset.severity = a.severity;
+    const sev = li.querySelector(".severity");
+    sev.className = `severity severity-${a.severity}`;
+    sev.textContent = a.severity;
+    const name = li.querySelector(".rule-name");
+    name.href = `/alerts?server=${encodeURIComponent(serverId)}`;
+    name.textContent = a.rule_name || a.rule_id;
+    name.title = a.summary ?? "";
+    const item = li.querySelector(".rule-item");
+    item.textContent = a.item ? `[${a.item}]` : "";
+    item.hidden = !a.item;
+    li.querySelector(".condition").textContent = a.condition ?? "";
+    const state = li.querySelector(".alert-state");
+    state.className = `alert-state state-${a.state}`;
+    state.textContent = a.state;
+    li.querySelector(".marker-silenced").hidden = a.silenced_by.length === 0;
+    li.querySelector(".marker-flapping").hidden = !a.flapping;
+    const since = li.querySelector(".since");
+    const ms = parseTime(a.started_at);
+    since.dateTime = ms === null ? "" : a.started_at;
+    since.title = fmtDateTime(a.started_at);
+    since.textContent = ms === null ? "–" : fmtAgo(ms);
+    const acked = li.querySelector(".acked-by");
+    acked.textContent = a.state === "acknowledged" && a.acked_by ? `acknowledged by ${a.acked_by}` : "";
+    acked.title = a.state === "acknowledged" ? a.ack_comment ?? "" : "";
+    return li;
+  }));
+  alertsBox.dataset.count = String(list.length);
+  alertCount.textContent = list.length ? `(${list.length})` : "";
+  alertsEmpty.textContent = "No active alerts.";
+  alertsEmpty.hidden = list.length > 0;
+}
+
+function takeAlert(a) {
+  if ((alertSeqs.get(a.alert_id) ?? 0) >= a.seq) return false; // stale or replayed
+  alertSeqs.set(a.alert_id, a.seq);
+  if (isActive(a)) activeAlerts.set(a.alert_id, a);
+  else activeAlerts.delete(a.alert_id);
+  return true;
+}
+
+async function loadAlerts() {
+  const mine = ++alertLoad;
+  alertBuffer ??= [];
+  const body = await getJSON(`/api/v1/alerts?server=${encodeURIComponent(serverId)}&state=firing,acknowledged`);
+  if (mine !== alertLoad) return; // superseded: the newer request takes the buffer
+  const events = alertBuffer ?? [];
+  alertBuffer = null;
+  if (Array.isArray(body?.alerts)) {
+    activeAlerts.clear();
+    alertSeqs.clear();
+    for (const a of parseAlerts(body.alerts)) if (a.server_id === serverId) takeAlert(a);
+  } else if (body) {
+    console.warn("malformed alert list", body);
+  }
+  for (const a of events) takeAlert(a);
+  renderAlerts();
+  if (!body) alertsEmpty.textContent = "The alerts could not be loaded.";
+}
+
+async function loadMarks() {
+  marksLoading?.abort();
+  const mine = (marksLoading = new AbortController());
+  const url = `/api/v1/servers/${encodeURIComponent(serverId)}/alert-events?range=${encodeURIComponent(range)}`;
+  const body = await getJSON(url, { signal: mine.signal });
+  if (mine !== marksLoading) return; // superseded by a newer range
+  marksLoading = null;
+  if (!Array.isArray(body?.events)) {
+    if (body) console.warn("malformed alert events", body);
+    return;
+  }
+  marks.clear();
+  for (const e of parseAlerts(body.events)) {
+    const m = e.server_id === serverId ? markOf(e) : null;
+    if (m) marks.set(m.key, m);
+  }
+  for (const m of liveMarks.values()) marks.set(m.key, m);
+  marksChanged();
+}
+
+function applyAlert(raw) {
+  const a = parseAlert(raw);
+  if (!a || a.server_id !== serverId) return;
+  const m = markOf(a);
+  if (m && !marks.has(m.key)) {
+    const horizon = Date.now() / 1000 - RANGES["24h"];
+    for (const [key, old] of liveMarks) if (old.t < horizon) liveMarks.delete(key);
+    liveMarks.set(m.key, m);
+    marks.set(m.key, m);
+    marksChanged();
+  }
+  if (alertBuffer) {
+    if (alertBuffer.length < 5000) alertBuffer.push(a);
+  } else if (takeAlert(a)) {
+    renderAlerts();
+  }
+}
+
+function tickAlerts() {
+  for (const el of alertList.querySelectorAll("time.since")) {
+    if (el.dateTime) el.textContent = fmtAgo(Date.parse(el.dateTime));
+  }
+}
+
 function markRange() {
   for (const b of document.querySelectorAll("button[data-range]")) {
     const active = b.dataset.range === range;
@@ -259,14 +447,20 @@ for (const button of document.querySelectorAll("button[data-range]")) {
     url.searchParams.set("range", range); // a reload keeps the range
     history.replaceState(null, "", url);
     loadSeries();
+    loadMarks();
   });
 }
 
 markRange();
-setInterval(() => refreshLastSeen(page), 1000);
+setInterval(() => { refreshLastSeen(page); tickAlerts(); }, 1000);
 loadInfo();
 loadSeries();
 openStream(`/api/v1/stream?server=${encodeURIComponent(serverId)}`, {
   sample: applySample,
   health: applyHealth,
 }, () => { loadInfo(); loadSeries(); });
+// The alert stream opens first; its events wait until the snapshot is in (seq drops repeats).
+alertBuffer = [];
+openStream("/api/v1/alerts/stream", { alert: applyAlert }, () => { loadAlerts(); loadMarks(); });
+loadAlerts();
+loadMarks();

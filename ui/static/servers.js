@@ -1,7 +1,9 @@
 // Server list: snapshot from GET /api/v1/servers, then live updates from /api/v1/stream.
+// Active-alert badges: snapshot from GET /api/v1/alerts, live from /api/v1/alerts/stream.
 import {
   collator, drawSparkline, fmtPct, getJSON, openStream, refreshLastSeen, setBadge, setLastSeen,
 } from "./app.js";
+import { isActive, parseAlert, parseAlerts } from "./alerts-common.js";
 
 const SPARK_POINTS = 60;
 const tbody = document.getElementById("server-rows");
@@ -66,8 +68,11 @@ function ensureRow(id, hostname, tenant) {
     cpu: [], mem: [],
   };
   row.tenant.textContent = tenant || "";
+  row.alertCount = tr.querySelector(".alert-count");
+  row.alertCount.href = `/alerts?server=${encodeURIComponent(id)}`;
   rows.set(id, row);
   place(row);
+  renderAlertCount(id);
   return row;
 }
 
@@ -108,6 +113,73 @@ function applyHealth(d) {
   setBadge(row.badge, d.state, d.reasons ?? []);
   if (d.last_seen !== undefined) setLastSeen(row.seen, d.last_seen);
   filter(row);
+}
+
+// ---- active alerts (firing or acknowledged) -------------------------------------------
+
+const activeAlerts = new Map(); // alert_id -> alert, active ones only
+const alertSeqs = new Map(); // alert_id -> newest seq applied
+let alertBuffer = null; // alert events received while the snapshot loads
+let alertLoad = 0; // the newest snapshot request wins
+
+function renderAlertCount(serverId) {
+  const row = rows.get(serverId);
+  if (!row) return; // shown once the server's row exists
+  let total = 0;
+  let critical = 0;
+  for (const a of activeAlerts.values()) {
+    if (a.server_id !== serverId) continue;
+    total += 1;
+    if (a.severity === "critical" && a.state === "firing") critical += 1;
+  }
+  const el = row.alertCount;
+  el.dataset.count = String(total);
+  el.dataset.critical = String(critical > 0);
+  el.classList.toggle("critical", critical > 0);
+  el.hidden = total === 0;
+  el.textContent = String(total);
+  const text = `${total} active alert${total === 1 ? "" : "s"}` +
+    (critical ? `, ${critical} critical firing unacknowledged` : "");
+  el.title = text;
+  el.setAttribute("aria-label", text);
+}
+
+function applyAlert(raw) {
+  const a = parseAlert(raw);
+  if (!a) return;
+  if (alertBuffer) {
+    if (alertBuffer.length < 5000) alertBuffer.push(a);
+    return;
+  }
+  takeAlert(a);
+}
+
+function takeAlert(a) {
+  if ((alertSeqs.get(a.alert_id) ?? 0) >= a.seq) return; // stale or replayed
+  alertSeqs.set(a.alert_id, a.seq);
+  const before = activeAlerts.get(a.alert_id);
+  if (isActive(a)) activeAlerts.set(a.alert_id, a);
+  else activeAlerts.delete(a.alert_id);
+  if (before && before.server_id !== a.server_id) renderAlertCount(before.server_id);
+  renderAlertCount(a.server_id);
+}
+
+async function loadAlerts() {
+  const mine = ++alertLoad;
+  alertBuffer ??= [];
+  const body = await getJSON("/api/v1/alerts?state=firing,acknowledged");
+  if (mine !== alertLoad) return; // superseded: the newer request takes the buffer
+  const events = alertBuffer ?? [];
+  alertBuffer = null;
+  if (Array.isArray(body?.alerts)) {
+    activeAlerts.clear();
+    alertSeqs.clear();
+    for (const a of parseAlerts(body.alerts)) takeAlert(a);
+    for (const id of rows.keys()) renderAlertCount(id);
+  } else if (body) {
+    console.warn("malformed alert list", body);
+  }
+  for (const a of events) takeAlert(a);
 }
 
 // ---- filtering ----------------------------------------------------------------------
@@ -171,3 +243,7 @@ setInterval(() => refreshLastSeen(tbody), 1000);
 loadList().then(() => {
   openStream("/api/v1/stream", { sample: applySample, health: applyHealth }, loadList);
 });
+// The alert stream opens first; its events wait until the snapshot is in (seq drops repeats).
+alertBuffer = [];
+openStream("/api/v1/alerts/stream", { alert: applyAlert }, loadAlerts);
+loadAlerts();

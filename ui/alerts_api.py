@@ -1,0 +1,456 @@
+"""Alerts API: alerts and their history, acknowledgements, silences, rules, live stream.
+
+Alert state is owned by the stream worker (a Faust table); an acknowledgement is sent to
+it on ``fd.alert-actions`` and shows up on the alert stream once applied. Rules and
+silences live in the SQL store; each change raises the version key in Redis, which the
+worker watches to reload them without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError as AIOKafkaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from connectors.kafka import producer
+from connectors.redis_live import LiveStreamError, LiveStreams
+from connectors.sql import SQLStore
+from schemas import AlertAction, AlertEvent, AlertRule, AlertState, Matcher, Silence, new_id
+from schemas.alerts import ACTIVE_STATES, Duration, Severity
+from schemas.topics import ALERT_ACTIONS
+from ui import series as series_logic
+from ui.api import ORJSONResponse, server_id_param, sse_response
+from ui.errors import APIError, bad_parameter
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+
+
+# request bodies ------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AckBody(_Body):
+    actor: str = Field(min_length=1, max_length=120, description="Who acknowledges")
+    comment: str = Field(min_length=1, max_length=1000, description="Why (required)")
+    expires_s: Duration | None = Field(None, description="Re-notify if still firing after this")
+
+
+class UnackBody(_Body):
+    actor: str = Field(min_length=1, max_length=120)
+    comment: str = Field(min_length=1, max_length=1000)
+
+
+class SilenceBody(_Body):
+    matchers: list[Matcher] = Field(min_length=1, max_length=32)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    duration_s: Duration | None = Field(None, description="Instead of ends_at")
+    created_by: str = Field(min_length=1, max_length=120)
+    comment: str = Field(min_length=1, max_length=1000)
+
+
+def _field_error(exc: ValidationError) -> APIError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    message = first["msg"].removeprefix("Value error, ")
+    return APIError(400, "bad_request", f"field {where!r}: {message}")
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise APIError(413, "too_large", f"the body is larger than {MAX_BODY} bytes")
+    try:
+        return orjson.loads(raw or b"null")
+    except orjson.JSONDecodeError:
+        raise APIError(400, "bad_request", "the body is not valid JSON") from None
+
+
+def _parse(model: type[BaseModel], data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise APIError(400, "bad_request", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _field_error(exc) from None
+
+
+def _sql(request: Request) -> SQLStore:
+    return request.app.state.sql  # type: ignore[no-any-return]
+
+
+def _live(request: Request) -> LiveStreams:
+    return request.app.state.live  # type: ignore[no-any-return]
+
+
+def _alert_json(event: AlertEvent) -> dict[str, Any]:
+    data = event.model_dump(mode="json")
+    data["silenced"] = bool(event.silenced_by)
+    return data
+
+
+async def _changed(request: Request) -> None:
+    """Tell the stream workers to reload rules and silences."""
+    try:
+        await _live(request).bump(_live(request).keys.rules_version)
+    except LiveStreamError as exc:  # workers also reload every 30 s
+        log.warning("cannot signal the rule change: %s", exc)
+
+
+# alerts --------------------------------------------------------------------------------
+async def list_alerts(request: Request) -> Response:
+    """
+    summary: Alerts (the newest event of each), newest first.
+    parameters:
+      - {name: state, in: query, description: "comma list of pending, firing, acknowledged,
+          resolved (default all)", schema: {type: string}}
+      - {name: severity, in: query, schema: {type: string, enum: [info, warning, critical]}}
+      - {name: server, in: query, schema: {type: string}}
+      - {name: rule, in: query, schema: {type: string}}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 5000}}
+    responses:
+      200: {description: "{alerts: [...]}"}
+      400: {description: bad parameter}
+    """
+    params = request.query_params
+    states = None
+    if params.get("state"):
+        states = [s.strip() for s in params["state"].split(",") if s.strip()]
+        unknown = [s for s in states if s not in AlertState.__members__.values()]
+        if unknown:
+            raise bad_parameter("state", f"unknown state(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(AlertState)}")
+    severity = params.get("severity")
+    if severity is not None and severity not in Severity.__members__.values():
+        raise bad_parameter("severity", f"must be one of {', '.join(Severity)}")
+    server = params.get("server")
+    if server is not None:
+        server_id_param(server, "server")
+    rule = params.get("rule")
+    if rule is not None:
+        server_id_param(rule, "rule")
+    try:
+        limit = int(params.get("limit", "500"))
+    except ValueError:
+        raise bad_parameter("limit", "must be a whole number") from None
+    if not 1 <= limit <= 5000:
+        raise bad_parameter("limit", "must be between 1 and 5000")
+    alerts = await _sql(request).list_alerts(states=states, severity=severity,
+                                             server_id=server, rule_id=rule, limit=limit)
+    return ORJSONResponse({"alerts": [_alert_json(a) for a in alerts]})
+
+
+async def _current(request: Request, alert: str) -> AlertEvent:
+    """The alert's newest event: Redis first (written by the worker as it happens), then
+    the SQL store."""
+    if not alert.isalnum() or len(alert) > 64:
+        raise bad_parameter("id", "not an alert id")
+    raw = None
+    try:
+        raw = await _live(request).hget(_live(request).keys.alerts, alert)
+    except LiveStreamError as exc:
+        log.warning("cannot read the alert from Redis: %s", exc)
+    found = AlertEvent.model_validate_json(raw) if raw else None
+    stored = await _sql(request).get_alert(alert)
+    if stored is not None and (found is None or stored.seq > found.seq):
+        found = stored
+    if found is None:
+        raise APIError(404, "not_found", f"no alert {alert!r}")
+    return found
+
+
+async def get_alert(request: Request) -> Response:
+    """
+    summary: One alert and its history (every event, oldest first).
+    responses:
+      200: {description: "{alert, history: [...]}"}
+      404: {description: unknown alert}
+    """
+    alert = await _current(request, request.path_params["id"])
+    history = await _sql(request).alert_history(alert.alert_id)
+    return ORJSONResponse({"alert": _alert_json(alert),
+                           "history": [_alert_json(e) for e in history]})
+
+
+async def _send_action(request: Request, action: AlertAction) -> None:
+    state = request.app.state
+    async with state.producer_lock:
+        if state.producer is None:
+            prod: AIOKafkaProducer = producer(state.settings.kafka)
+            try:
+                await prod.start()
+            except (AIOKafkaError, OSError) as exc:
+                await prod.stop()
+                raise APIError(503, "upstream_unavailable",
+                               f"the event log is unreachable: {exc}") from None
+            state.producer = prod
+    try:
+        await asyncio.wait_for(state.producer.send_and_wait(
+            ALERT_ACTIONS.name, action.model_dump_json().encode(),
+            key=action.server_id.encode()), 10)
+    except (AIOKafkaError, OSError, TimeoutError) as exc:
+        raise APIError(503, "upstream_unavailable",
+                       f"the event log did not take the request: {exc!r}") from None
+
+
+async def ack(request: Request) -> Response:
+    """
+    summary: Acknowledge a firing alert (actor and comment required).
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [actor, comment], properties: {actor: {type: string},
+            comment: {type: string}, expires_s: {type: number}}}
+    responses:
+      202: {description: accepted; the change arrives on /api/v1/alerts/stream}
+      400: {description: bad field, named}
+      404: {description: unknown alert}
+      409: {description: the alert is not firing}
+    """
+    body: AckBody = _parse(AckBody, await _json(request))
+    alert = await _current(request, request.path_params["id"])
+    if alert.state not in ACTIVE_STATES:
+        raise APIError(409, "conflict", f"only a firing alert can be acknowledged; this one "
+                       f"is {alert.state}")
+    action = AlertAction(server_id=alert.server_id, tenant=alert.tenant, action="ack",
+                         alert_id=alert.alert_id, actor=body.actor, comment=body.comment,
+                         expires_s=body.expires_s)
+    await _send_action(request, action)
+    log.info("alert %s acknowledged by %s: %s", alert.alert_id, body.actor, body.comment)
+    return ORJSONResponse({"accepted": True, "action_id": action.id}, status_code=202)
+
+
+async def unack(request: Request) -> Response:
+    """
+    summary: Withdraw an acknowledgement (actor and comment required).
+    responses:
+      202: {description: accepted}
+      400: {description: bad field, named}
+      404: {description: unknown alert}
+      409: {description: the alert is not acknowledged}
+    """
+    body: UnackBody = _parse(UnackBody, await _json(request))
+    alert = await _current(request, request.path_params["id"])
+    if alert.state is not AlertState.ACKNOWLEDGED:
+        raise APIError(409, "conflict", f"the alert is not acknowledged (it is {alert.state})")
+    action = AlertAction(server_id=alert.server_id, tenant=alert.tenant, action="unack",
+                         alert_id=alert.alert_id, actor=body.actor, comment=body.comment)
+    await _send_action(request, action)
+    return ORJSONResponse({"accepted": True, "action_id": action.id}, status_code=202)
+
+
+async def alerts_stream(request: Request) -> Response:
+    """
+    summary: Server-Sent Events of every alert event (event name `alert`).
+    parameters:
+      - {name: Last-Event-ID, in: header, schema: {type: string}}
+    responses:
+      200: {description: text/event-stream}
+    """
+    return await sse_response(request, _live(request).keys.alerts_stream)
+
+
+async def server_alert_events(request: Request) -> Response:
+    """
+    summary: Alert events of one server over a range (chart marks), oldest first.
+    parameters:
+      - {name: range, in: query, description: "15m, 1h, 6h, 24h", schema: {type: string}}
+    responses:
+      200: {description: "{events: [...]}"}
+    """
+    server = server_id_param(request.path_params["id"])
+    range_s = series_logic.parse_range(request.query_params.get("range", "1h"))
+    since = datetime.now(UTC) - timedelta(seconds=range_s)
+    events = await _sql(request).server_alert_events(server, since)
+    return ORJSONResponse({"events": [_alert_json(e) for e in events]})
+
+
+# silences ------------------------------------------------------------------------------
+async def list_silences(request: Request) -> Response:
+    """
+    summary: Silences (active ones, or all with include_expired=1).
+    responses:
+      200: {description: "{silences: [...]}"}
+    """
+    include = request.query_params.get("include_expired", "0") in ("1", "true", "yes")
+    silences = await _sql(request).list_silences(include_expired=include)
+    return ORJSONResponse({"silences": [s.model_dump(mode="json") for s in silences]})
+
+
+async def create_silence(request: Request) -> Response:
+    """
+    summary: Create a silence (matchers, a time window, who and why).
+    responses:
+      201: {description: "{silence}"}
+      400: {description: bad field, named}
+    """
+    body: SilenceBody = _parse(SilenceBody, await _json(request))
+    now = datetime.now(UTC)
+    starts = body.starts_at or now
+    if body.ends_at is None and body.duration_s is None:
+        raise APIError(400, "bad_request", "field 'ends_at': give ends_at or duration_s")
+    ends = body.ends_at or starts + timedelta(seconds=body.duration_s or 0)
+    try:
+        silence = Silence(id=new_id(), matchers=body.matchers, starts_at=starts, ends_at=ends,
+                          created_by=body.created_by, comment=body.comment, created_at=now)
+    except ValidationError as exc:
+        raise _field_error(exc) from None
+    await _sql(request).add_silence(silence)
+    await _changed(request)
+    log.info("silence %s created by %s: %s", silence.id, silence.created_by, silence.comment)
+    return ORJSONResponse({"silence": silence.model_dump(mode="json")}, status_code=201)
+
+
+async def expire_silence(request: Request) -> Response:
+    """
+    summary: Expire a silence now.
+    parameters:
+      - {name: actor, in: query, required: true, schema: {type: string}}
+    responses:
+      200: {description: "{silence}"}
+      400: {description: actor missing}
+      404: {description: unknown silence}
+    """
+    actor = (request.query_params.get("actor") or "").strip()
+    if not actor:
+        raise bad_parameter("actor", "say who expires the silence")
+    silence = await _sql(request).expire_silence(request.path_params["id"][:64],
+                                                 datetime.now(UTC))
+    if silence is None:
+        raise APIError(404, "not_found", f"no silence {request.path_params['id'][:64]!r}")
+    await _changed(request)
+    log.info("silence %s expired by %s", silence.id, actor)
+    return ORJSONResponse({"silence": silence.model_dump(mode="json"), "expired_by": actor})
+
+
+# rules ---------------------------------------------------------------------------------
+async def list_rules(request: Request) -> Response:
+    """
+    summary: Alert rules.
+    responses:
+      200: {description: "{rules: [...]}"}
+    """
+    rules = await _sql(request).list_rules()
+    return ORJSONResponse({"rules": [r.model_dump(mode="json") for r in rules]})
+
+
+def _rule(data: Any, rule_id: str | None = None) -> AlertRule:
+    if isinstance(data, dict) and rule_id is not None:
+        if data.setdefault("id", rule_id) != rule_id:
+            raise APIError(400, "bad_request", "field 'id': differs from the id in the path")
+    rule: AlertRule = _parse(AlertRule, data)
+    return rule
+
+
+async def create_rule(request: Request) -> Response:
+    """
+    summary: Create an alert rule (e.g. {"id": "cpu-high", "expr": "cpu.total > 90 for 2m"}).
+    responses:
+      201: {description: "{rule}"}
+      400: {description: invalid rule; the message names the field}
+      409: {description: a rule with this id exists}
+    """
+    rule = _rule(await _json(request))
+    if await _sql(request).get_rule(rule.id) is not None:
+        raise APIError(409, "conflict", f"rule {rule.id!r} exists; PUT /api/v1/alerts/rules/"
+                       f"{rule.id} replaces it")
+    await _sql(request).upsert_rule(rule)
+    await _changed(request)
+    return ORJSONResponse({"rule": rule.model_dump(mode="json")}, status_code=201)
+
+
+async def get_rule(request: Request) -> Response:
+    """
+    summary: One alert rule.
+    responses:
+      200: {description: "{rule}"}
+      404: {description: unknown rule}
+    """
+    rule = await _sql(request).get_rule(server_id_param(request.path_params["id"]))
+    if rule is None:
+        raise APIError(404, "not_found", f"no rule {request.path_params['id']!r}")
+    return ORJSONResponse({"rule": rule.model_dump(mode="json")})
+
+
+async def put_rule(request: Request) -> Response:
+    """
+    summary: Create or replace an alert rule.
+    responses:
+      200: {description: "{rule}"}
+      400: {description: invalid rule; the message names the field}
+    """
+    rule = _rule(await _json(request), server_id_param(request.path_params["id"]))
+    created = await _sql(request).upsert_rule(rule)
+    await _changed(request)
+    return ORJSONResponse({"rule": rule.model_dump(mode="json")},
+                          status_code=201 if created else 200)
+
+
+async def delete_rule(request: Request) -> Response:
+    """
+    summary: Delete an alert rule (its alerts resolve).
+    responses:
+      204: {description: deleted}
+      404: {description: unknown rule}
+    """
+    if not await _sql(request).delete_rule(server_id_param(request.path_params["id"])):
+        raise APIError(404, "not_found", f"no rule {request.path_params['id']!r}")
+    await _changed(request)
+    return Response(status_code=204)
+
+
+# the rules file ------------------------------------------------------------------------
+class RulesFileError(ValueError):
+    pass
+
+
+def read_rules_file(path: Path) -> list[AlertRule]:
+    """Rules from a YAML file: ``rules: [{id, expr | channel/op/threshold, ...}, ...]``."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RulesFileError(f"cannot read alert rules from {path}: {exc}") from None
+    items = (data or {}).get("rules") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise RulesFileError(f"{path}: expected a top-level 'rules:' list")
+    rules, seen = [], set()
+    for index, item in enumerate(items):
+        try:
+            rule = AlertRule.model_validate(item)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "rule"
+            raise RulesFileError(f"{path}: rule #{index + 1}: field {where!r}: "
+                                 f"{first['msg'].removeprefix('Value error, ')}") from None
+        if rule.id in seen:
+            raise RulesFileError(f"{path}: rule #{index + 1}: duplicate id {rule.id!r}")
+        seen.add(rule.id)
+        rules.append(rule)
+    return rules
+
+
+async def load_rules_file(path: Path, sql: SQLStore, live: LiveStreams) -> int:
+    """Upsert the file's rules (the file wins for the ids it defines) and signal workers."""
+    rules = read_rules_file(path)
+    for rule in rules:
+        await sql.upsert_rule(rule)
+    try:
+        await live.bump(live.keys.rules_version)
+    except LiveStreamError as exc:
+        log.warning("cannot signal the rule change: %s", exc)
+    log.info("loaded %d alert rules from %s", len(rules), path)
+    return len(rules)
+
