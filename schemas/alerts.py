@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from schemas.channels import CHANNELS
 from schemas.envelope import ID_PATTERN, Envelope, UtcDatetime
@@ -62,7 +62,8 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-Duration = Annotated[float, Field(ge=0, le=30 * 86400, description="Seconds (or 30s, 2m, 1h)")]
+Duration = Annotated[float, BeforeValidator(parse_duration),
+                     Field(ge=0, le=30 * 86400, description="Seconds (or 30s, 2m, 1h)")]
 
 MatchLabel = Literal["server_id", "hostname", "tenant", "rule_id", "severity", "item"]
 
@@ -154,7 +155,7 @@ class AlertRule(BaseModel):
         if expr is not None:
             match = _EXPR.fullmatch(str(expr))
             if not match:
-                raise ValueError(f"expr {expr!r} is not like 'cpu.total > 90 for 2m'")
+                raise ValueError(f"expr: {expr!r} is not like 'cpu.total > 90 for 2m'")
             data.setdefault("kind", "threshold")
             data["channel"], data["op"] = match["channel"], match["op"]
             data["threshold"] = float(match["threshold"])

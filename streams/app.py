@@ -72,8 +72,7 @@ def create_app(settings: StreamsSettings) -> faust.App:
         # Alert records per server: key = server id, partitioned like fd.metrics (same key,
         # same partition count, the producer's partitioner), so each lives with its samples.
         state = app.Table("alert-state", partitions=METRICS.partitions, use_partitioner=True,
-                          schema=faust.Schema(key_type=bytes, value_type=bytes,
-                                              key_serializer="raw", value_serializer="raw"))
+                          key_type=bytes, value_type=bytes)  # bytes: raw (de)serialisation
 
         async def to_alerts(key: str, value: bytes) -> None:
             await alerts_topic.send(key=key.encode(), value=value)

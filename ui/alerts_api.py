@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,22 @@ class SilenceBody(_Body):
     comment: str = Field(min_length=1, max_length=1000)
 
 
-def _field_error(exc: ValidationError) -> APIError:
+def field_problem(exc: ValidationError) -> tuple[str, str]:
+    """(field, message) of the first error; model-level checks say "field: why"."""
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
     message = first["msg"].removeprefix("Value error, ")
+    where = ".".join(str(p) for p in first["loc"])
+    if not where:
+        named = _NAMED.match(message)
+        where, message = (named[1], named[2]) if named else ("body", message)
+    return where, message
+
+
+_NAMED = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.S)
+
+
+def _field_error(exc: ValidationError) -> APIError:
+    where, message = field_problem(exc)
     return APIError(400, "bad_request", f"field {where!r}: {message}")
 
 
@@ -431,10 +444,9 @@ def read_rules_file(path: Path) -> list[AlertRule]:
         try:
             rule = AlertRule.model_validate(item)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "rule"
+            where, message = field_problem(exc)
             raise RulesFileError(f"{path}: rule #{index + 1}: field {where!r}: "
-                                 f"{first['msg'].removeprefix('Value error, ')}") from None
+                                 f"{message}") from None
         if rule.id in seen:
             raise RulesFileError(f"{path}: rule #{index + 1}: duplicate id {rule.id!r}")
         seen.add(rule.id)

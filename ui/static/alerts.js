@@ -30,6 +30,7 @@ const rows = new Map(); // alert_id -> {alert, tr}
 let buffered = null; // alert events received while the table loads (null = not loading)
 let loading = null; // AbortController of the list request in flight
 let loaded = false;
+let loadFailed = false; // the newest list request failed
 
 // ---- filters ------------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ function updateView() {
   const total = rows.size;
   countEl.textContent = !loaded ? "" : shown === total ? `${total} alert${total === 1 ? "" : "s"}` : `${shown} of ${total} alerts`;
   empty.hidden = shown > 0;
-  if (!loaded) empty.textContent = "Loading…";
+  if (!loaded) empty.textContent = loadFailed ? "The alerts could not be loaded." : "Loading…";
   else if (total) empty.textContent = "No alert matches the server filter.";
   else if (filterState.value === "active" && !filterSeverity.value) empty.textContent = "No active alerts.";
   else empty.textContent = "No alert matches the filters.";
@@ -219,8 +220,10 @@ async function loadAlerts() {
     tbody.replaceChildren();
     for (const a of parseAlerts(body.alerts)) apply(a, false);
     loaded = true;
-  } else if (body) {
-    console.warn("malformed alert list", body);
+    loadFailed = false;
+  } else {
+    if (body) console.warn("malformed alert list", body);
+    loadFailed = true;
   }
   for (const a of events) apply(a, true);
   updateView();
@@ -521,7 +524,8 @@ async function submitSilence(event) {
     !comment && "a comment",
   ].filter(Boolean);
   if (problems.length) {
-    formMessage(silenceMessage, `Please enter ${problems.join(", ")}.`);
+    const list = problems.length > 1 ? `${problems.slice(0, -1).join(", ")} and ${problems.at(-1)}` : problems[0];
+    formMessage(silenceMessage, `Please enter ${list}.`);
     (bad ?? (!createdBy ? silenceCreatedBy : silenceComment)).focus();
     return;
   }
