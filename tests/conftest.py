@@ -26,10 +26,10 @@ from fleetdeck.settings import StackSettings
 from fleetdeck.stack import EmbeddedStack
 
 
-def make_stack(tmp: Path, name: str) -> EmbeddedStack:
+def make_stack(tmp: Path, name: str, **overrides: Any) -> EmbeddedStack:
     prefix = f"test-{name}-{uuid.uuid4().hex[:8]}:"
     settings = StackSettings(data_dir=tmp, kafka_port=0, vm_port=0, ui_port=0,
-                             redis_prefix=prefix)
+                             redis_prefix=prefix, **overrides)
     stack = EmbeddedStack(settings)
     try:
         stack.start_infra()
@@ -51,9 +51,9 @@ def drop_keys(stack: EmbeddedStack) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(tmp: Path, name: str) -> Iterator[EmbeddedStack]:
+def running_stack(tmp: Path, name: str, **overrides: Any) -> Iterator[EmbeddedStack]:
     """A started stack, stopped and its Redis keys removed afterwards."""
-    stack = make_stack(tmp, name)
+    stack = make_stack(tmp, name, **overrides)
     try:
         yield stack
     finally:

@@ -370,7 +370,7 @@ def _rule(data: Any, rule_id: str | None = None) -> AlertRule:
 
 async def create_rule(request: Request) -> Response:
     """
-    summary: Create an alert rule (e.g. {"id": "cpu-high", "expr": "cpu.total > 90 for 2m"}).
+    summary: 'Create an alert rule, e.g. {"id": "cpu-high", "expr": "cpu.total > 90 for 2m"}'
     responses:
       201: {description: "{rule}"}
       400: {description: invalid rule; the message names the field}
