@@ -46,6 +46,11 @@ def producer(settings: KafkaSettings, *, linger_ms: int = 2) -> AIOKafkaProducer
         acks=1,
         request_timeout_ms=settings.request_timeout_ms,
         max_request_size=settings.max_message_bytes * 2,
+        # aiokafka keeps one open batch per partition and makes send() wait while it is
+        # full; at the 16 KB default (7 samples) a slow broker round trip throttles the
+        # agent, so samples queue before they even get a timestamp. One batch per request
+        # can hold everything queued instead.
+        max_batch_size=settings.max_message_bytes,
     )
 
 

@@ -71,7 +71,31 @@ def agent(
         common.result(run(stack.endpoints, seconds, watch=watch))
 
 
+def alerts(
+    agents: Annotated[int, typer.Option(min=1, max=20000, help="Simulated agents")] = 1000,
+    seconds: Annotated[float, typer.Option(min=10, help="Seconds of threshold crossings")] = 60,
+    for_s: Annotated[float, typer.Option("--for", min=0, help="The rule's for duration (s)")] = 2,
+    per_second: Annotated[float, typer.Option(min=0.1, help="Servers pushed across the "
+                                              "threshold per second")] = 5,
+    kafka: Kafka = None, ui_url: UIUrl = None, redis_url: RedisUrl = None,
+    redis_prefix: Prefix = "fd:",
+) -> None:
+    """Latency from the sample that completes a rule's `for` duration to the firing event
+    on /api/v1/alerts/stream; counts expected, fired and duplicate firings."""
+    from fleetdeck.bench.alerts import measure
+
+    endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix)
+    if endpoints is not None:
+        common.result(asyncio.run(measure(endpoints, agents, seconds, for_s, per_second)))
+        return
+    with common.embedded(["kafka", "vm", "streams", "ui"], prefix="bench-alerts:") as stack:
+        pids = {s.name: s.pid for s in stack.supervisor.services if s.pid is not None}
+        common.result(asyncio.run(measure(stack.endpoints, agents, seconds, for_s, per_second,
+                                          pids=pids)))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(live)
+    app.command()(alerts)
     app.command()(query)
     app.command()(agent)

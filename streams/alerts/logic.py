@@ -45,6 +45,14 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {
 _NOTIFYING = {"firing", "resolved", "ack_expired", "flapping", "flapping_ended"}
 
 
+def _limits(rule: AlertRule) -> tuple[Callable[[float, float], bool], float, float]:
+    """(compare, threshold, clear value) of a threshold or process_down rule."""
+    if rule.kind == "process_down":
+        return operator.lt, 1.0, 1.0  # down = proc.up < 1
+    assert rule.threshold is not None and rule.clear_at is not None
+    return _COMPARE[rule.op], rule.threshold, rule.clear_at
+
+
 class AlertPolicy(BaseModel):
     flap_window_s: float = Field(600.0, gt=0, description="Window in which state flips count")
     flap_threshold: int = Field(6, ge=2, description="Flips (firing <-> resolved) within the "
@@ -98,6 +106,7 @@ class AlertEngine:
         self.dirty: set[str] = set()
         self._last_ts: dict[str, float] = {}  # newest sample evaluated per server
         self._proc_seen: dict[tuple[str, str], float] = {}  # (server, process) -> last seen
+        self._ids: dict[tuple[str, str, str | None], str] = {}  # alert id cache
 
     # state kept outside ---------------------------------------------------------------
     def load(self, server_id: str, records: Iterable[Mapping[str, Any]]) -> None:
@@ -154,8 +163,14 @@ class AlertEngine:
             if rule.kind == "nodata":
                 events.extend(self._recover_nodata(rule, sample, now))
                 continue
+            known = self.alerts.get(server, {})
             for item, value in self._values(rule, sample):
-                record = self._record(rule, server, sample.tenant, sample.hostname, item)
+                record = known.get(self._alert_id(rule.id, server, item))
+                if record is None:  # records are made on a first breach only
+                    compare, threshold, _clear = _limits(rule)
+                    if not compare(value, threshold):
+                        continue
+                    record = self._record(rule, server, sample.tenant, sample.hostname, item)
                 event = self._step(record, rule, value, now)
                 if event is not None:
                     events.append(event)
@@ -177,12 +192,7 @@ class AlertEngine:
 
     def _step(self, record: AlertRecord, rule: AlertRule, value: float,
               now: float) -> AlertEvent | None:
-        if rule.kind == "process_down":
-            op, threshold, clear_at = "<", 1.0, 1.0  # down = proc.up < 1
-        else:
-            assert rule.threshold is not None and rule.clear_at is not None
-            op, threshold, clear_at = rule.op, rule.threshold, rule.clear_at
-        compare = _COMPARE[op]
+        compare, threshold, clear_at = _limits(rule)
         record.value = value
         if record.state in ACTIVE_STATES:  # hysteresis: firing until past the clear value
             return None if compare(value, clear_at) else self._resolve(record, rule, now,
@@ -304,9 +314,16 @@ class AlertEngine:
         return [event], None
 
     # helpers --------------------------------------------------------------------------
+    def _alert_id(self, rule_id: str, server: str, item: str | None) -> str:
+        key = (rule_id, server, item)
+        found = self._ids.get(key)
+        if found is None:
+            found = self._ids[key] = alert_id(rule_id, server, item)
+        return found
+
     def _record(self, rule: AlertRule, server: str, tenant: str, hostname: str,
                 item: str | None) -> AlertRecord:
-        key = alert_id(rule.id, server, item)
+        key = self._alert_id(rule.id, server, item)
         records = self.alerts.setdefault(server, {})
         record = records.get(key)
         if record is None:
