@@ -194,6 +194,8 @@ async def get_alert(request: Request) -> Response:
     """
     alert = await _current(request, request.path_params["id"])
     history = await _sql(request).alert_history(alert.alert_id)
+    if not history or history[-1].seq < alert.seq:  # SQL lags the live copy a little
+        history.append(alert)
     return ORJSONResponse({"alert": _alert_json(alert),
                            "history": [_alert_json(e) for e in history]})
 
