@@ -16,7 +16,7 @@ Timestamps are stored in UTC and always come back timezone-aware (SQLite keeps t
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -264,8 +264,10 @@ class SQLStore:
         return None if data is None else _load(AlertRule, data)
 
     async def list_rules(self) -> list[AlertRule]:
+        """Every rule; a stored rule that no longer validates is logged and left out, so
+        one bad row cannot take every rule away."""
         query = select(AlertRuleRow.data).order_by(AlertRuleRow.id)
-        return [_load(AlertRule, data) for data in await self._scalars("list rules", query)]
+        return _load_valid(AlertRule, await self._scalars("list rules", query))
 
     async def delete_rule(self, rule_id: str) -> bool:
         async with self._tx("delete rule") as conn:
@@ -363,11 +365,13 @@ class SQLStore:
         rows = await self._scalars("alert history", query)
         return [_load(AlertEvent, data) for data in reversed(rows)]
 
-    async def server_alert_events(self, server_id: str, since: datetime) -> list[AlertEvent]:
-        """Events of the server's alerts at or after ``since``, oldest first (chart markers)."""
+    async def server_alert_events(self, server_id: str, since: datetime,
+                                  limit: int = 5000) -> list[AlertEvent]:
+        """Events of the server's alerts at or after ``since``, oldest first (chart markers),
+        at most ``limit``."""
         query = (select(AlertEventRow.data)
                  .where(AlertEventRow.server_id == server_id, AlertEventRow.ts >= since)
-                 .order_by(AlertEventRow.ts, AlertEventRow.id))
+                 .order_by(AlertEventRow.ts, AlertEventRow.id).limit(limit))
         return [_load(AlertEvent, d) for d in await self._scalars("server alert events", query)]
 
     # notification outbox
@@ -536,6 +540,17 @@ def _load(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise SQLError(f"a stored {model.__name__} no longer validates: {exc}") from exc
+
+
+def _load_valid(model: type[M], rows: Iterable[Any]) -> list[M]:
+    found = []
+    for data in rows:
+        try:
+            found.append(model.model_validate(data))
+        except ValidationError as exc:
+            log.error("skipping a stored %s that no longer validates: %s", model.__name__,
+                      str(exc)[:300])
+    return found
 
 
 def _silence_values(silence: Silence) -> dict[str, Any]:

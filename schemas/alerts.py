@@ -65,6 +65,9 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration),
                      Field(ge=0, le=30 * 86400, description="Seconds (or 30s, 2m, 1h)")]
 
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[*+}?](?:[^()\\]|\\.)*\)\s*[*+{?]")
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+
 MatchLabel = Literal["server_id", "hostname", "tenant", "rule_id", "severity", "item"]
 
 
@@ -83,7 +86,12 @@ class Matcher(BaseModel):
             try:
                 re.compile(self.value)
             except re.error as exc:
-                raise ValueError(f"value is not a valid regular expression: {exc}") from None
+                raise ValueError(f"value: not a valid regular expression: {exc}") from None
+            if _NESTED_QUANTIFIER.search(self.value) or _BACKREFERENCE.search(self.value):
+                # Matchers run on the live worker for every sample: patterns that can
+                # backtrack exponentially (nested quantifiers, backreferences) are refused.
+                raise ValueError("value: nested quantifiers and backreferences are not "
+                                 "allowed in matcher regular expressions")
         return self
 
     def matches(self, labels: Mapping[str, str]) -> bool:

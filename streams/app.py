@@ -107,11 +107,13 @@ def create_app(settings: StreamsSettings) -> faust.App:
             async for batch in stream.take(500, within=0.2):
                 while True:  # not acknowledged before it is stored: retry until it is
                     try:
-                        await sink.record(batch)
+                        skipped = await sink.record(batch)
                         break
-                    except SQLError as exc:
+                    except SQLError as exc:  # unreachable: try the same batch again
                         log.error("cannot store alert events, retrying: %s", exc)
                         await asyncio.sleep(2.0)
+                if skipped:
+                    await live.incr("alert_events_skipped", skipped)
 
         @app.task
         async def notify_forever() -> None:

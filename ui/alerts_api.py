@@ -36,6 +36,7 @@ from ui.errors import APIError, bad_parameter
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+MAX_SILENCE = timedelta(days=90)
 
 
 # request bodies ------------------------------------------------------------------------
@@ -176,7 +177,12 @@ async def _current(request: Request, alert: str) -> AlertEvent:
         raw = await _live(request).hget(_live(request).keys.alerts, alert)
     except LiveStreamError as exc:
         log.warning("cannot read the alert from Redis: %s", exc)
-    found = AlertEvent.model_validate_json(raw) if raw else None
+    found = None
+    if raw:
+        try:
+            found = AlertEvent.model_validate_json(raw)
+        except ValidationError as exc:  # a damaged live copy: the SQL store decides
+            log.warning("ignoring a bad live copy of alert %s: %s", alert, str(exc)[:200])
     stored = await _sql(request).get_alert(alert)
     if stored is not None and (found is None or stored.seq > found.seq):
         found = stored
@@ -209,16 +215,18 @@ async def _send_action(request: Request, action: AlertAction) -> None:
                 await prod.start()
             except (AIOKafkaError, OSError) as exc:
                 await prod.stop()
+                log.error("cannot connect to the event log: %r", exc)
                 raise APIError(503, "upstream_unavailable",
-                               f"the event log is unreachable: {exc}") from None
+                               "the event log is unreachable; try again") from None
             state.producer = prod
     try:
         await asyncio.wait_for(state.producer.send_and_wait(
             ALERT_ACTIONS.name, action.model_dump_json().encode(),
             key=action.server_id.encode()), 10)
     except (AIOKafkaError, OSError, TimeoutError) as exc:
+        log.error("the event log did not take an alert action: %r", exc)
         raise APIError(503, "upstream_unavailable",
-                       f"the event log did not take the request: {exc!r}") from None
+                       "the event log did not take the request; try again") from None
 
 
 async def ack(request: Request) -> Response:
@@ -317,7 +325,13 @@ async def create_silence(request: Request) -> Response:
     starts = body.starts_at or now
     if body.ends_at is None and body.duration_s is None:
         raise APIError(400, "bad_request", "field 'ends_at': give ends_at or duration_s")
-    ends = body.ends_at or starts + timedelta(seconds=body.duration_s or 0)
+    try:
+        ends = body.ends_at or starts + timedelta(seconds=body.duration_s or 0)
+    except OverflowError:
+        raise APIError(400, "bad_request", "field 'starts_at': too far in the future") from None
+    if ends - now > MAX_SILENCE:
+        raise APIError(400, "bad_request", "field 'ends_at': a silence may last at most "
+                       f"{MAX_SILENCE.days} days from now")
     try:
         silence = Silence(id=new_id(), matchers=body.matchers, starts_at=starts, ends_at=ends,
                           created_by=body.created_by, comment=body.comment, created_at=now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,12 +20,13 @@ from starlette.templating import Jinja2Templates
 
 from connectors.errors import ConnectorError
 from connectors.redis_live import LiveStreams
-from connectors.sql import SQLStore
+from connectors.sql import SQLError, SQLStore
 from connectors.victoriametrics import VMClient
 from ui import alerts_api, api
 from ui.errors import APIError, http_error, upstream_error
 from ui.settings import UISettings
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 schemas = SchemaGenerator({"openapi": "3.0.3",
@@ -95,10 +97,13 @@ def create_app(settings: UISettings) -> Starlette:
         app.state.sql = SQLStore(settings.sql)
         app.state.producer = None  # for alert actions, started on first use
         app.state.producer_lock = asyncio.Lock()
-        await app.state.sql.migrate()
-        if settings.alert_rules_file is not None:
-            await alerts_api.load_rules_file(settings.alert_rules_file, app.state.sql,
-                                             app.state.live)
+        try:  # the dashboard still starts when the SQL store is down; alert routes say 503
+            await app.state.sql.migrate()
+            if settings.alert_rules_file is not None:
+                await alerts_api.load_rules_file(settings.alert_rules_file, app.state.sql,
+                                                 app.state.live)
+        except SQLError as exc:
+            log.error("the SQL store is unavailable; alerts will answer 503: %s", exc)
         try:
             yield
         finally:

@@ -35,4 +35,5 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def upstream_error(request: Request, exc: Exception) -> Response:
     log.error("upstream failure on %s: %s", request.url.path, exc)
     return error_response(503, "upstream_unavailable",
-                          "a backing service (Redis or VictoriaMetrics) is unavailable")
+                          "a backing service (Redis, VictoriaMetrics, the SQL store or the "
+                          "event log) is unavailable; try again")

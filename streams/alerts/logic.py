@@ -20,6 +20,7 @@ panel and history. Silenced alerts and repeats while flapping never notify.
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +43,8 @@ from schemas.alerts import (
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
-_NOTIFYING = {"firing", "resolved", "ack_expired", "flapping", "flapping_ended"}
+_FIRING_NOTICES = {"firing", "ack_expired", "unsilenced"}
+_RESOLVED_NOTICES = {"resolved", "rule_removed", "rule_changed", "item_gone"}
 
 
 def _limits(rule: AlertRule) -> tuple[Callable[[float, float], bool], float, float]:
@@ -57,6 +59,8 @@ class AlertPolicy(BaseModel):
     flap_window_s: float = Field(600.0, gt=0, description="Window in which state flips count")
     flap_threshold: int = Field(6, ge=2, description="Flips (firing <-> resolved) within the "
                                 "window that mark an alert flapping")
+    max_gap_s: float = Field(15.0, gt=0, description="A pending alert whose server sent "
+                             "nothing for longer starts its `for` duration again")
 
 
 @dataclass
@@ -80,13 +84,15 @@ class AlertRecord:
     silenced_by: list[str] = field(default_factory=list)
     flips: list[float] = field(default_factory=list)  # times of firing <-> resolved flips
     flapping: bool = False
+    notified: str | None = None  # what receivers were last told: "firing" or "resolved"
 
     def dump(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> AlertRecord:
-        fields = dict(data)
+        known = {f for f in cls.__dataclass_fields__}  # fields of older or newer versions
+        fields = {k: v for k, v in data.items() if k in known}
         fields["state"] = AlertState(fields["state"])
         return cls(**fields)
 
@@ -105,16 +111,20 @@ class AlertEngine:
         #: servers whose records changed since the caller last saved them
         self.dirty: set[str] = set()
         self._last_ts: dict[str, float] = {}  # newest sample evaluated per server
-        self._proc_seen: dict[tuple[str, str], float] = {}  # (server, process) -> last seen
+        self._proc_seen: dict[str, dict[str, float]] = {}  # server -> process -> last seen
         self._ids: dict[tuple[str, str, str | None], str] = {}  # alert id cache
 
     # state kept outside ---------------------------------------------------------------
-    def load(self, server_id: str, records: Iterable[Mapping[str, Any]]) -> None:
+    def load(self, server_id: str, state: Mapping[str, Any]) -> None:
         """Restore a server's records (from the worker's table after a restart)."""
-        self.alerts[server_id] = {r["alert_id"]: AlertRecord.load(r) for r in records}
+        self.alerts[server_id] = {r["alert_id"]: AlertRecord.load(r)
+                                  for r in state.get("records", ())}
+        if state.get("last_ts") is not None:  # samples up to here are evaluated already
+            self._last_ts[server_id] = float(state["last_ts"])
 
-    def dump(self, server_id: str) -> list[dict[str, Any]]:
-        return [r.dump() for r in self.alerts.get(server_id, {}).values()]
+    def dump(self, server_id: str) -> dict[str, Any]:
+        return {"last_ts": self._last_ts.get(server_id),
+                "records": [r.dump() for r in self.alerts.get(server_id, {}).values()]}
 
     def active(self) -> list[AlertRecord]:
         return [r for recs in self.alerts.values() for r in recs.values()
@@ -150,30 +160,52 @@ class AlertEngine:
         """Evaluate every rule that applies to ``sample``'s server."""
         now = sample.ts.timestamp()
         server = sample.server_id
-        if now <= self._last_ts.get(server, float("-inf")):
+        previous = self._last_ts.get(server, float("-inf"))
+        if now <= previous:
             return []  # replayed or duplicate: evaluated already
         self._last_ts[server] = now
+        seen = self._proc_seen.setdefault(server, {})
         for proc in sample.processes:
-            self._proc_seen[(server, proc.name)] = now
+            seen[proc.name] = now
+        known = self.alerts.get(server, {})
+        if now - previous > self.policy.max_gap_s:  # a pending `for` needs unbroken samples
+            for record in known.values():
+                if record.state is AlertState.PENDING:
+                    record.pending_since = now
         labels = {"server_id": server, "hostname": sample.hostname, "tenant": sample.tenant}
         events: list[AlertEvent] = []
+        evaluated: set[str] = set()
         for rule in self.rules.values():
-            if not matches_all(rule.match, labels):
+            if rule.kind == "nodata" or not matches_all(rule.match, labels):
+                if rule.kind == "nodata" and matches_all(rule.match, labels):
+                    events.extend(self._recover_nodata(rule, sample, now))
                 continue
-            if rule.kind == "nodata":
-                events.extend(self._recover_nodata(rule, sample, now))
-                continue
-            known = self.alerts.get(server, {})
             for item, value in self._values(rule, sample):
-                record = known.get(self._alert_id(rule.id, server, item))
-                if record is None:  # records are made on a first breach only
+                key = self._alert_id(rule.id, server, item)
+                evaluated.add(key)
+                found = known.get(key)
+                if found is None:  # records are made on a first breach only
                     compare, threshold, _clear = _limits(rule)
                     if not compare(value, threshold):
                         continue
-                    record = self._record(rule, server, sample.tenant, sample.hostname, item)
-                event = self._step(record, rule, value, now)
+                    found = self._record(rule, server, sample.tenant, sample.hostname, item)
+                    known = self.alerts[server]
+                event = self._step(found, rule, value, now)
                 if event is not None:
                     events.append(event)
+        for record in list(known.values()):  # items gone, or the rule no longer applies
+            if record.state is AlertState.RESOLVED or record.alert_id in evaluated:
+                continue
+            owner = self.rules.get(record.rule_id)
+            if owner is None or owner.kind == "nodata":
+                continue
+            gone = "item_gone" if matches_all(owner.match, labels) else "rule_changed"
+            if record.state is AlertState.PENDING:
+                record.pending_since = None
+                events.append(self._transition(record, owner, AlertState.RESOLVED, now,
+                                               "pending_cleared"))
+            else:
+                events.append(self._resolve(record, owner, now, gone))
         return events
 
     def _values(self, rule: AlertRule, sample: MetricSample) -> list[tuple[str | None, float]]:
@@ -272,8 +304,8 @@ class AlertEngine:
     def _sweep_process(self, rule: AlertRule, server: str, tenant: str, hostname: str,
                        now: float) -> list[AlertEvent]:
         events = []
-        for (srv, name), seen in self._proc_seen.items():
-            if srv != server or rule.process not in ("*", name):
+        for name, seen in self._proc_seen.get(server, {}).items():
+            if rule.process not in ("*", name):
                 continue
             if now - seen > rule.silent_s:
                 record = self._record(rule, server, tenant, hostname, name)
@@ -283,12 +315,6 @@ class AlertEngine:
         return events
 
     # operator actions -----------------------------------------------------------------
-    def find(self, alert: str) -> AlertRecord | None:
-        for records in self.alerts.values():
-            if alert in records:
-                return records[alert]
-        return None
-
     def act(self, action: AlertAction, now: float) -> tuple[list[AlertEvent], str | None]:
         """Apply an ack or unack; returns the events and, when refused, why."""
         record = self.alerts.get(action.server_id, {}).get(action.alert_id)
@@ -382,15 +408,32 @@ class AlertEngine:
             record.started_at = None if transition == "pending_cleared" else record.started_at
         return self._event(record, rule, previous, now, transition, actor=actor, reason=reason)
 
+    def _notify(self, record: AlertRecord, transition: str) -> bool:
+        """Whether receivers hear of this event (and remember what they were told)."""
+        if transition in ("flapping", "flapping_ended"):
+            notify = not record.silenced_by
+        elif record.flapping:
+            notify = False  # told once that it flaps; quiet until it calms
+        elif record.state is AlertState.FIRING and transition in _FIRING_NOTICES:
+            notify = not record.silenced_by
+        elif record.state is AlertState.RESOLVED and transition in _RESOLVED_NOTICES:
+            notify = record.notified == "firing"  # even when silenced since: close it
+        else:
+            notify = False
+        if notify:
+            record.notified = ("resolved" if record.state is AlertState.RESOLVED
+                               else "firing")
+        return notify
+
     def _event(self, record: AlertRecord, rule: AlertRule, previous: AlertState, now: float,
                transition: str, *, actor: str | None = None,
                reason: str | None = None) -> AlertEvent:
-        record.seq += 1
+        # Sequence numbers only grow, even if a record is lost and made again: the next is
+        # the previous + 1 or the worker's clock in milliseconds, whichever is larger.
+        record.seq = max(record.seq + 1, int(time.time() * 1000))
         record.silenced_by = self._silenced_by(record, rule, now)
         self.dirty.add(record.server_id)
-        repeat_while_flapping = (record.flapping and transition in ("firing", "resolved"))
-        notify = (transition in _NOTIFYING and not record.silenced_by
-                  and not repeat_while_flapping and transition != "pending_cleared")
+        notify = self._notify(record, transition)
         return AlertEvent(
             ts=datetime.fromtimestamp(now, UTC), tenant=record.tenant,
             server_id=record.server_id, alert_id=record.alert_id, seq=record.seq,

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -44,6 +45,7 @@ class Alerting:
         self._version: str | None = None
         self._loaded_at = 0.0
         self._restored = False
+        self._flushing = asyncio.Lock()  # batch and timer must not interleave their events
         self.pending: list[AlertEvent] = []
 
     # per batch ------------------------------------------------------------------------
@@ -56,13 +58,20 @@ class Alerting:
         for key, raw in list(self.table.items()):
             server_id = key.decode(errors="replace")
             try:
-                self.engine.load(server_id, orjson.loads(raw))
+                state = orjson.loads(raw)
+                if isinstance(state, list):  # the first format: records only
+                    state = {"records": state}
+                self.engine.load(server_id, state)
                 count += 1
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 log.error("ignoring unreadable alert state of %s: %r", server_id, exc)
         if count:
             log.info("restored the alert state of %d servers", count)
         return count
+
+    @property
+    def restored(self) -> bool:
+        return self._restored
 
     def observe(self, sample: MetricSample) -> None:
         self.pending.extend(self.engine.observe(sample))
@@ -81,6 +90,10 @@ class Alerting:
 
     async def flush(self) -> None:
         """Save changed records, then publish the batch's events (Redis, then Kafka)."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         for server_id in self.engine.dirty:
             self.table[server_id.encode()] = orjson.dumps(self.engine.dump(server_id))
         self.engine.dirty.clear()
@@ -108,7 +121,10 @@ class Alerting:
         self.restore()
         if not self._restored:  # no sweeping before the records are back
             return
-        last_seen = {sid: (s.last_seen.timestamp(), s.tenant, s.hostname)
+        # when each server was last heard of, on this worker's clock (agents' clocks may be
+        # off; silence is measured here, like STALE and OFFLINE)
+        mono = time.monotonic()
+        last_seen = {sid: (now - (mono - s.seen_at), s.tenant, s.hostname)
                      for sid, s in tracker.servers.items()}
         self.pending.extend(self.engine.sweep(now, last_seen))
         await self.flush()

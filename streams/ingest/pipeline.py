@@ -58,8 +58,11 @@ class Pipeline:
         alerting = self.alerting
         if alerting is not None:
             alerting.restore()
-            for raw in actions or ():
-                alerting.act(raw)
+            if not alerting.restored:  # Faust delivers after recovery; this is a safeguard
+                alerting = None
+            else:
+                for raw in actions or ():
+                    alerting.act(raw)
         for raw in batch:
             item = self._decode(raw)
             if isinstance(item, DeadLetter):
