@@ -177,6 +177,7 @@ class EmbeddedStack:
 
     def start_streams(self) -> list[Service]:
         """Two workers, so the live path and the storage path each get a core."""
+        self.reserve_ui_url()
         started = []
         for role in ("live", "store"):
             data = self.data_dir / f"streams-{role}"
@@ -186,10 +187,16 @@ class EmbeddedStack:
                                            nice=BULK_NICE if role == "store" else 0))
         return started
 
+    def reserve_ui_url(self) -> str:
+        """Pick the dashboard's address early: the workers put it in notification links."""
+        if not self.endpoints.ui_url:
+            port = pick_port(self.settings.host, self.settings.ui_port)
+            self.endpoints.ui_url = f"http://{self.settings.host}:{port}"
+        return self.endpoints.ui_url
+
     def start_ui(self) -> Service:
         host = self.settings.host
-        port = pick_port(host, self.settings.ui_port)
-        self.endpoints.ui_url = f"http://{host}:{port}"
+        port = int(urlparse(self.reserve_ui_url()).port or 0)
         return self._fleetdeck("ui", ["ui", "--host", host, "--port", str(port)],
                                ready=lambda: _http_ok(f"http://{host}:{port}/healthz"),
                                url=self.endpoints.ui_url)

@@ -19,7 +19,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError as AIOKafkaError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,7 +27,7 @@ from connectors.kafka import producer
 from connectors.redis_live import LiveStreamError, LiveStreams
 from connectors.sql import SQLStore
 from schemas import AlertAction, AlertEvent, AlertRule, AlertState, Matcher, Silence, new_id
-from schemas.alerts import ACTIVE_STATES, Duration, Severity
+from schemas.alerts import Duration, Severity
 from schemas.topics import ALERT_ACTIONS
 from ui import series as series_logic
 from ui.api import ORJSONResponse, server_id_param, sse_response
@@ -47,7 +47,16 @@ class _Body(BaseModel):
 class AckBody(_Body):
     actor: str = Field(min_length=1, max_length=120, description="Who acknowledges")
     comment: str = Field(min_length=1, max_length=1000, description="Why (required)")
-    expires_s: Duration | None = Field(None, description="Re-notify if still firing after this")
+    expires_s: Duration | None = Field(None, description="Re-notify if still firing after this "
+                                       "(at least 60 s; omit for no expiry)")
+
+    @field_validator("expires_s")
+    @classmethod
+    def _long_enough(cls, value: float | None) -> float | None:
+        if value is not None and value < 60:
+            raise ValueError("at least 60 seconds (omit it for an acknowledgement that "
+                             "does not expire)")
+        return value
 
 
 class UnackBody(_Body):
@@ -84,6 +93,12 @@ def _field_error(exc: ValidationError) -> APIError:
 
 
 async def _json(request: Request) -> Any:
+    """The request's JSON body. Only ``application/json`` is read: browsers send other
+    types cross-site without asking, so this also keeps other sites' pages out."""
+    same_origin(request)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise APIError(415, "unsupported_media_type", "send the body as application/json")
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise APIError(413, "too_large", f"the body is larger than {MAX_BODY} bytes")
@@ -91,6 +106,13 @@ async def _json(request: Request) -> Any:
         return orjson.loads(raw or b"null")
     except orjson.JSONDecodeError:
         raise APIError(400, "bad_request", "the body is not valid JSON") from None
+
+
+def same_origin(request: Request) -> None:
+    """Refuse a state-changing request that a browser sent from another site."""
+    origin = request.headers.get("origin")
+    if origin and origin.rstrip("/") != f"{request.url.scheme}://{request.url.netloc}":
+        raise APIError(403, "cross_origin", f"requests from {origin[:100]} are not accepted")
 
 
 def _parse(model: type[BaseModel], data: Any) -> Any:
@@ -245,9 +267,9 @@ async def ack(request: Request) -> Response:
     """
     body: AckBody = _parse(AckBody, await _json(request))
     alert = await _current(request, request.path_params["id"])
-    if alert.state not in ACTIVE_STATES:
+    if alert.state is not AlertState.FIRING:
         raise APIError(409, "conflict", f"only a firing alert can be acknowledged; this one "
-                       f"is {alert.state}")
+                       f"is {alert.state}" + (f" by {alert.acked_by}" if alert.acked_by else ""))
     action = AlertAction(server_id=alert.server_id, tenant=alert.tenant, action="ack",
                          alert_id=alert.alert_id, actor=body.actor, comment=body.comment,
                          expires_s=body.expires_s)
@@ -323,8 +345,11 @@ async def create_silence(request: Request) -> Response:
     body: SilenceBody = _parse(SilenceBody, await _json(request))
     now = datetime.now(UTC)
     starts = body.starts_at or now
-    if body.ends_at is None and body.duration_s is None:
-        raise APIError(400, "bad_request", "field 'ends_at': give ends_at or duration_s")
+    if (body.ends_at is None) == (body.duration_s is None):
+        raise APIError(400, "bad_request", "field 'ends_at': give either ends_at or "
+                       "duration_s")
+    if body.ends_at is not None and body.ends_at <= now:
+        raise APIError(400, "bad_request", "field 'ends_at': must be in the future")
     try:
         ends = body.ends_at or starts + timedelta(seconds=body.duration_s or 0)
     except OverflowError:
@@ -353,13 +378,19 @@ async def expire_silence(request: Request) -> Response:
       400: {description: actor missing}
       404: {description: unknown silence}
     """
+    same_origin(request)
     actor = (request.query_params.get("actor") or "").strip()
-    if not actor:
-        raise bad_parameter("actor", "say who expires the silence")
-    silence = await _sql(request).expire_silence(request.path_params["id"][:64],
-                                                 datetime.now(UTC))
-    if silence is None:
+    if not actor or len(actor) > 120:
+        raise bad_parameter("actor", "say who expires the silence (1 to 120 characters)")
+    now = datetime.now(UTC)
+    found = await _sql(request).get_silence(request.path_params["id"][:64])
+    if found is None:
         raise APIError(404, "not_found", f"no silence {request.path_params['id'][:64]!r}")
+    if found.ends_at <= now:
+        raise APIError(409, "conflict", f"silence {found.id} has ended already")
+    silence = await _sql(request).expire_silence(found.id, now)
+    if silence is None:
+        raise APIError(404, "not_found", f"no silence {found.id!r}")
     await _changed(request)
     log.info("silence %s expired by %s", silence.id, actor)
     return ORJSONResponse({"silence": silence.model_dump(mode="json"), "expired_by": actor})
@@ -414,13 +445,22 @@ async def get_rule(request: Request) -> Response:
     return ORJSONResponse({"rule": rule.model_dump(mode="json")})
 
 
+def _not_from_file(request: Request, rule_id: str) -> None:
+    path = request.app.state.settings.alert_rules_file
+    if rule_id in request.app.state.file_rules:
+        raise APIError(409, "conflict", f"rule {rule_id!r} comes from the rules file {path}; "
+                       "change it there (the file is loaded at every start)")
+
+
 async def put_rule(request: Request) -> Response:
     """
     summary: Create or replace an alert rule.
     responses:
       200: {description: "{rule}"}
       400: {description: invalid rule; the message names the field}
+      409: {description: the rule comes from the rules file}
     """
+    _not_from_file(request, request.path_params["id"])
     rule = _rule(await _json(request), server_id_param(request.path_params["id"]))
     created = await _sql(request).upsert_rule(rule)
     await _changed(request)
@@ -434,7 +474,10 @@ async def delete_rule(request: Request) -> Response:
     responses:
       204: {description: deleted}
       404: {description: unknown rule}
+      409: {description: the rule comes from the rules file}
     """
+    same_origin(request)
+    _not_from_file(request, request.path_params["id"])
     if not await _sql(request).delete_rule(server_id_param(request.path_params["id"])):
         raise APIError(404, "not_found", f"no rule {request.path_params['id']!r}")
     await _changed(request)
@@ -470,8 +513,9 @@ def read_rules_file(path: Path) -> list[AlertRule]:
     return rules
 
 
-async def load_rules_file(path: Path, sql: SQLStore, live: LiveStreams) -> int:
-    """Upsert the file's rules (the file wins for the ids it defines) and signal workers."""
+async def load_rules_file(path: Path, sql: SQLStore, live: LiveStreams) -> list[str]:
+    """Upsert the file's rules (the file owns the ids it defines: the API refuses to
+    change them) and signal workers; returns their ids."""
     rules = read_rules_file(path)
     for rule in rules:
         await sql.upsert_rule(rule)
@@ -480,5 +524,5 @@ async def load_rules_file(path: Path, sql: SQLStore, live: LiveStreams) -> int:
     except LiveStreamError as exc:
         log.warning("cannot signal the rule change: %s", exc)
     log.info("loaded %d alert rules from %s", len(rules), path)
-    return len(rules)
+    return [rule.id for rule in rules]
 

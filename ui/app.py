@@ -97,6 +97,10 @@ def create_app(settings: UISettings) -> Starlette:
         app.state.sql = SQLStore(settings.sql)
         app.state.producer = None  # for alert actions, started on first use
         app.state.producer_lock = asyncio.Lock()
+        app.state.file_rules = set()
+        if settings.alert_rules_file is not None:  # a bad file stops the start, clearly
+            app.state.file_rules = {r.id for r in alerts_api.read_rules_file(
+                settings.alert_rules_file)}
         try:  # the dashboard still starts when the SQL store is down; alert routes say 503
             await app.state.sql.migrate()
             if settings.alert_rules_file is not None:

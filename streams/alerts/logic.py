@@ -122,6 +122,29 @@ class AlertEngine:
         if state.get("last_ts") is not None:  # samples up to here are evaluated already
             self._last_ts[server_id] = float(state["last_ts"])
 
+    def adopt(self, event: AlertEvent) -> bool:
+        """Take an alert back from its newest stored event (the SQL store), when the table
+        lost it: a broker that restarted empty loses the changelog, the database does not.
+        False when the engine knows the alert already."""
+        records = self.alerts.setdefault(event.server_id, {})
+        if event.alert_id in records:
+            return False
+        ts = event.ts.timestamp()
+        records[event.alert_id] = AlertRecord(
+            event.alert_id, event.rule_id, event.server_id, event.tenant, event.hostname,
+            event.item, state=event.state, seq=event.seq,
+            pending_since=ts if event.state is AlertState.PENDING else None,
+            started_at=None if event.started_at is None else event.started_at.timestamp(),
+            value=event.value, acked_by=event.acked_by, ack_comment=event.ack_comment,
+            ack_expires_at=(None if event.ack_expires_at is None
+                            else event.ack_expires_at.timestamp()),
+            silenced_by=list(event.silenced_by), flapping=event.flapping,
+            notified=("firing" if event.state in ACTIVE_STATES and not event.silenced_by
+                      else None))
+        self._ids[(event.rule_id, event.server_id, event.item)] = event.alert_id
+        self.dirty.add(event.server_id)
+        return True
+
     def dump(self, server_id: str) -> dict[str, Any]:
         return {"last_ts": self._last_ts.get(server_id),
                 "records": [r.dump() for r in self.alerts.get(server_id, {}).values()]}
@@ -134,8 +157,17 @@ class AlertEngine:
     def set_rules(self, rules: Iterable[AlertRule], now: float) -> list[AlertEvent]:
         """Replace the rules; alerts of removed or disabled rules resolve."""
         old, self.rules = self.rules, {r.id: r for r in rules if r.enabled}
-        return [self._resolve(record, old.get(record.rule_id), now, "rule_removed")
-                for record in self.active() if record.rule_id not in self.rules]
+        events = []
+        for record in self.active():
+            rule = self.rules.get(record.rule_id)
+            if rule is None:
+                events.append(self._resolve(record, old.get(record.rule_id), now,
+                                            "rule_removed"))
+            elif (before := old.get(record.rule_id)) is not None and before != rule:
+                # name, severity, summary or condition changed: the panel shows the new
+                # ones now (a narrowed scope resolves on the server's next sample)
+                events.append(self._event(record, rule, record.state, now, "rule_updated"))
+        return events
 
     def set_silences(self, silences: Iterable[Silence], now: float) -> list[AlertEvent]:
         self.silences = list(silences)

@@ -20,7 +20,7 @@ import orjson
 from connectors.redis_live import LiveEvent, LiveStreamError, LiveStreams
 from connectors.sql import SQLError, SQLStore
 from schemas import MetricSample
-from schemas.alerts import AlertAction, AlertEvent
+from schemas.alerts import AlertAction, AlertEvent, AlertState
 from streams.alerts.logic import AlertEngine
 from streams.health.logic import HealthTracker
 
@@ -49,11 +49,27 @@ class Alerting:
         self.pending: list[AlertEvent] = []
 
     # per batch ------------------------------------------------------------------------
-    def restore(self) -> int:
-        """Load every server's records from the table (once, after its recovery)."""
+    async def restore(self) -> int:
+        """Load every server's records from the table (once, after its recovery), then
+        take back from the SQL store the active alerts the table does not have (the
+        embedded broker comes back empty after a restart; the database keeps them)."""
         if self._restored or not self._ready():
             return 0
         self._restored = True
+        count = self._restore_table()
+        try:
+            stored = await self.sql.list_alerts(
+                states=[AlertState.PENDING, AlertState.FIRING, AlertState.ACKNOWLEDGED],
+                limit=100_000)
+        except SQLError as exc:
+            log.error("cannot read active alerts from the SQL store: %s", exc)
+            return count
+        adopted = sum(self.engine.adopt(event) for event in stored)
+        if adopted:
+            log.info("took back %d active alerts from the SQL store", adopted)
+        return count + adopted
+
+    def _restore_table(self) -> int:
         count = 0
         for key, raw in list(self.table.items()):
             server_id = key.decode(errors="replace")
@@ -118,7 +134,7 @@ class Alerting:
     async def tick(self, tracker: HealthTracker) -> None:
         now = time.time()
         await self.reload(now)
-        self.restore()
+        await self.restore()
         if not self._restored:  # no sweeping before the records are back
             return
         # when each server was last heard of, on this worker's clock (agents' clocks may be

@@ -57,7 +57,7 @@ class Pipeline:
         touched: set[str] = set()
         alerting = self.alerting
         if alerting is not None:
-            alerting.restore()
+            await alerting.restore()
             if not alerting.restored:  # Faust delivers after recovery; this is a safeguard
                 alerting = None
             else:

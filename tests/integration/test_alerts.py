@@ -82,12 +82,17 @@ async def test_alert_fires_is_acknowledged_and_resolves(
     assert no_comment.status_code == 400 and "comment" in no_comment.json()["error"]["message"]
     blank = await api.post(f"/api/v1/alerts/{alert}/ack", json={"actor": "ana", "comment": " "})
     assert blank.status_code == 400
+    instant = await api.post(f"/api/v1/alerts/{alert}/ack",
+                             json={"actor": "ana", "comment": "c", "expires_s": 0})
+    assert instant.status_code == 400 and "expires_s" in instant.json()["error"]["message"]
     ack = await api.post(f"/api/v1/alerts/{alert}/ack",
                          json={"actor": "ana", "comment": "looking at it", "expires_s": "1h"})
     assert ack.status_code == 202, ack.text
     acked = await eventually(lambda: in_state(api, server, rule, "acknowledged"), timeout=20)
     assert acked["acked_by"] == "ana" and acked["ack_comment"] == "looking at it"
     assert acked["ack_expires_at"] is not None
+    again = await api.post(f"/api/v1/alerts/{alert}/ack", json={"actor": "bo", "comment": "x"})
+    assert again.status_code == 409 and "ana" in again.json()["error"]["message"]
 
     sim.force("ok", 600)
     resolved = await eventually(lambda: in_state(api, server, rule, "resolved"), timeout=30)
@@ -175,7 +180,20 @@ async def test_bad_rules_and_requests_get_clear_errors(api: httpx.AsyncClient) -
         "id": "x", "expr": "cpu.total > 1", "for": "soon"}), 400)
     assert "severity" in await error(await api.post(rules, json={
         "id": "x", "expr": "cpu.total > 1", "severity": "urgent"}), 400)
-    assert "JSON" in await error(await api.post(rules, content=b"{nope"), 400)
+    assert "JSON" in await error(await api.post(rules, content=b"{nope", headers={
+        "content-type": "application/json"}), 400)
+    # what a page on another site can send without asking: refused
+    assert "application/json" in await error(await api.post(
+        rules, content=b'{"id": "x", "expr": "cpu.total > 1"}',
+        headers={"content-type": "text/plain"}), 415)
+    await error(await api.post(rules, json={"id": "x", "expr": "cpu.total > 1"},
+                               headers={"origin": "http://evil.example"}), 403)
+    assert "ends_at" in await error(await api.post("/api/v1/alerts/silences", json={
+        "matchers": [{"label": "server_id", "value": "x"}], "duration_s": 60,
+        "ends_at": "2099-01-01T00:00:00Z", "created_by": "ana", "comment": "c"}), 400)
+    assert "ends_at" in await error(await api.post("/api/v1/alerts/silences", json={
+        "matchers": [{"label": "server_id", "value": "x"}], "ends_at": "2999-01-01T00:00:00Z",
+        "created_by": "ana", "comment": "c"}), 400)
     rule = rule_id("dup")
     await create_rule(api, id=rule, expr="cpu.total > 99")
     assert "exists" in await error(await api.post(rules, json={"id": rule,
@@ -193,6 +211,9 @@ async def test_bad_rules_and_requests_get_clear_errors(api: httpx.AsyncClient) -
         "matchers": [], "duration_s": 60, "created_by": "ana", "comment": "c"}), 400)
     assert "actor" in await error(await api.delete("/api/v1/alerts/silences/abc"), 400)
     await error(await api.delete("/api/v1/alerts/silences/abc", params={"actor": "a"}), 404)
+    assert "rules file" in await error(await api.put(f"{rules}/cpu-high", json={
+        "expr": "cpu.total > 99"}), 409)  # shipped rules are changed in the file
+    assert "rules file" in await error(await api.delete(f"{rules}/cpu-high"), 409)
     doc = (await api.get("/api/v1/openapi.json")).json()
     for path in ("/api/v1/alerts", "/api/v1/alerts/{id}/ack", "/api/v1/alerts/{id}/unack",
                  "/api/v1/alerts/silences", "/api/v1/alerts/rules", "/api/v1/alerts/stream"):

@@ -287,3 +287,48 @@ def test_durations() -> None:
     assert parse_duration("1.5h") == 5400 and parse_duration("500ms") == 0.5
     with pytest.raises(ValueError, match="duration"):
         parse_duration("-1m")
+
+
+def test_an_alert_taken_back_from_the_sql_store_continues_where_it_was() -> None:
+    e = engine(AlertRule(id="r", channel="cpu.total", threshold=50, clear=40))
+    fired = e.observe(sample(cpu=99, ts=at(0)))[0]
+    acked, _ = e.act(AlertAction(server_id="srv-1", action="ack", alert_id=fired.alert_id,
+                                 actor="ana", comment="on it"), at(1).timestamp())
+    fresh = engine(AlertRule(id="r", channel="cpu.total", threshold=50, clear=40))
+    assert fresh.adopt(acked[0]) and not fresh.adopt(acked[0])
+    assert fresh.observe(sample(cpu=45, ts=at(2))) == []  # still acknowledged, no repeat
+    resolved = fresh.observe(sample(cpu=10, ts=at(3)))[0]
+    assert resolved.previous is AlertState.ACKNOWLEDGED and resolved.notify
+    assert resolved.seq > acked[0].seq
+
+
+def test_a_changed_rule_updates_its_active_alerts() -> None:
+    rule = AlertRule(id="r", channel="cpu.total", threshold=50)
+    e = engine(rule)
+    e.observe(sample(cpu=99, ts=at(0)))
+    updated = e.set_rules([rule.model_copy(update={"severity": "critical"})], at(1).timestamp())
+    assert [(ev.transition, ev.severity, ev.state.value) for ev in updated] == [
+        ("rule_updated", "critical", "firing")]
+    assert not updated[0].notify
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"id": "x", "kind": "nodata", "expr": "cpu.total > 1"}, "expr"),
+    ({"id": "x", "kind": "nodata", "channel": "cpu.total"}, "channel"),
+    ({"id": "x", "expr": "cpu.total > 1", "process": "nginx"}, "process"),
+    ({"id": "x", "expr": "cpu.total[x] > 1"}, "item"),
+    ({"id": "x", "expr": "cpu.total > 1 for 2m", "for": "5m"}, "for_s"),
+    ({"id": "x", "expr": "cpu.total > 1", "threshold": 5}, "threshold"),
+    ({"id": "x", "expr": "cpu.total > 1",
+      "match": [{"label": "severity", "value": "critical"}]}, "match"),
+    ({"id": "x", "expr": "cpu.total > 1",
+      "match": [{"label": "server_id", "op": "=~", "value": "(a)\\1"}]}, "RE2"),
+])
+def test_rules_with_fields_that_would_be_ignored_are_refused(data: dict, field: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        AlertRule.model_validate(data)
+
+
+def test_matcher_regexes_run_in_linear_time() -> None:
+    slow_in_python = Matcher(label="hostname", op="=~", value=".{4}(.|.|.)*x")
+    assert not slow_in_python.matches({"hostname": "sim-0001.fleet.local" * 12})
