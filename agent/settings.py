@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,3 +25,18 @@ class AgentSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     spool_per_server: int = Field(900, ge=10, description="Samples buffered per server while "
                                   "the broker is unreachable (900 = 15 min at 1 Hz)")
+    state_dir: Path = Field(Path(".fleetdeck/agent"), description="Where the agent keeps the "
+                            "ids of commands it accepted, large results and its enrollment")
+    control_key: Path | None = Field(None, description="PEM file of the control plane's "
+                                     "Ed25519 public key; without one the agent takes no "
+                                     "commands (enrollment writes state_dir/control.pub)")
+    commands_fetch_wait_ms: int = Field(20, ge=1, le=5000, description="Longest a command "
+                                        "fetch waits (the embedded broker always waits this "
+                                        "long, so it bounds the ACK latency)")
+
+    def control_key_file(self) -> Path | None:
+        """The pinned key: the configured file, else the one enrollment stored."""
+        if self.control_key is not None:
+            return self.control_key
+        pinned = self.state_dir / "control.pub"
+        return pinned if pinned.exists() else None

@@ -58,12 +58,12 @@ def load_or_create(directory: Path) -> SigningKey:
             f.write(pem)
         (directory / "signing.pub").write_text(public_pem(private.public_key()))
     try:
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
         raise KeyStoreError(f"cannot read the signing key {path}: {exc}") from exc
-    if not isinstance(private, Ed25519PrivateKey):
+    if not isinstance(loaded, Ed25519PrivateKey):
         raise KeyStoreError(f"{path} is not an Ed25519 private key")
-    return SigningKey(private, key_id(private.public_key()))
+    return SigningKey(loaded, key_id(loaded.public_key()))
 
 
 def load_public(pem: str | bytes) -> Ed25519PublicKey:

@@ -17,7 +17,7 @@ import base64
 import binascii
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, get_args
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -49,12 +49,17 @@ class PingParams(_Params):
                           description="Milliseconds to wait before answering (tests timeouts)")
 
 
-#: Every command type, by name. Add the parameter model here and its handler in agent/ops.
-COMMAND_TYPES: dict[str, type[_Params]] = {"PING": PingParams}
+#: Every command's parameters, discriminated by ``type``: add a model to this union (and its
+#: handler in agent/ops) for each new command type.
+AnyParams = PingParams
+CommandParams = Annotated[AnyParams, Field(discriminator="type")]
+params_adapter: TypeAdapter[AnyParams] = TypeAdapter(CommandParams)
 
-CommandParams = Annotated[Union[tuple(COMMAND_TYPES.values())],  # type: ignore[valid-type]  # noqa: UP007
-                          Field(discriminator="type")]
-params_adapter: TypeAdapter[Any] = TypeAdapter(CommandParams)
+#: type name -> parameter model, read off the union (the registry agents and the API check)
+COMMAND_TYPES: dict[str, type[BaseModel]] = {
+    model.model_fields["type"].default: model
+    for model in (get_args(AnyParams) or (AnyParams,))
+}
 
 
 class CommandStatus(StrEnum):

@@ -1,0 +1,136 @@
+"""The agent's Kafka edge for commands: read ``fd.commands``, send ``fd.command-events``.
+
+A real agent reads only the partition its server id hashes to (Kafka's default partitioner,
+which the control plane's producer uses) and skips other keys; a simulator serving many
+servers reads every partition. The position is committed to Kafka under a consumer group of
+the agent's own, so commands sent while the agent was away arrive when it comes back (and
+are refused if they expired meanwhile). A brand-new agent starts at the end of the topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.partitioner import murmur2
+from pydantic import ValidationError
+
+from agent.executor import Executor
+from connectors.kafka import KafkaError, KafkaSettings, ensure_topics, producer
+from schemas.commands import CommandEvent, SignedCommand
+from schemas.topics import COMMAND_EVENTS, COMMANDS
+
+log = logging.getLogger(__name__)
+
+
+def partition_of(server_id: str, partitions: int = COMMANDS.partitions) -> int:
+    """The partition Kafka's default partitioner puts ``server_id``'s messages on."""
+    return (murmur2(server_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class EventSender:
+    """Sends command events at once (no linger), retrying through broker outages."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self._producer = producer(settings, linger_ms=0)
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, event: CommandEvent) -> None:
+        value = event.model_dump_json().encode()
+        delay = 0.2
+        for _ in range(200):  # ~10 minutes of trying, then the report is given up (logged)
+            try:
+                await self._start()
+                await self._producer.send_and_wait(COMMAND_EVENTS.name, value,
+                                                   key=event.server_id.encode())
+                return
+            except (AIOKafkaError, OSError) as exc:
+                log.warning("cannot send command event (%r); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        log.error("gave up sending %s of command %s", event.kind, event.command_id)
+
+    async def _start(self) -> None:
+        async with self._lock:
+            if not self._started:
+                await self._producer.start()
+                self._started = True
+
+    async def close(self) -> None:
+        if self._started:
+            await self._producer.stop()
+
+
+class CommandListener:
+    """Feeds the commands addressed to ``servers`` (server id -> tenant) to the executor."""
+
+    def __init__(self, settings: KafkaSettings, servers: Mapping[str, str], executor: Executor,
+                 *, group_id: str, fetch_max_wait_ms: int = 20) -> None:
+        self.settings = settings
+        self.servers = dict(servers)
+        self.executor = executor
+        self.group_id = group_id
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.received = 0
+        self.ready = asyncio.Event()  # set once the consumer has its position
+
+    async def run(self) -> None:
+        """Listen forever (cancel to stop); a broker outage means a retry with back-off."""
+        delay = 0.5
+        while True:
+            try:
+                await ensure_topics(self.settings, [COMMANDS, COMMAND_EVENTS])
+                await self._consume()
+            except (AIOKafkaError, KafkaError, OSError) as exc:
+                log.warning("command listener lost the broker (%r); retrying", exc)
+                self.ready.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _partitions(self) -> list[TopicPartition]:
+        wanted = sorted({partition_of(s) for s in self.servers})
+        return [TopicPartition(COMMANDS.name, p) for p in wanted]
+
+    async def _consume(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, group_id=self.group_id,
+            client_id=f"{self.settings.client_id}-commands", enable_auto_commit=False,
+            auto_offset_reset="latest", fetch_max_wait_ms=self.fetch_max_wait_ms,
+            request_timeout_ms=self.settings.request_timeout_ms)
+        await consumer.start()
+        try:
+            consumer.assign(self._partitions())
+            for tp in consumer.assignment():
+                await consumer.position(tp)  # fixes "latest" now, before anything is sent
+            self.ready.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for record in records:
+                        await self._handle(record.key, record.value)
+                if batches:
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    async def _handle(self, key: bytes | None, value: bytes | None) -> None:
+        server_id = key.decode(errors="replace") if key else ""
+        tenant = self.servers.get(server_id)
+        if tenant is None or value is None:
+            return  # another server's command on a shared partition
+        self.received += 1
+        try:
+            signed = SignedCommand.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("undecodable command for %s dropped: %s", server_id,
+                        exc.errors()[0]["msg"])
+            return
+        try:
+            await self.executor.receive(signed, tenant=tenant, server_id=server_id)
+        except Exception:  # never let one command stop the listener
+            log.exception("command for %s could not be handled", server_id)

@@ -1,0 +1,236 @@
+"""Verify, ACK, run, report: what an agent does with each command.
+
+:func:`check` is the gate (signature, binding, expiry, replay), plain and synchronous.
+:class:`ReplayGuard` remembers every command id the agent accepted until the command could no
+longer be valid anyway, on disk (fsync'd before the ACK), so a command redelivered after a
+crash or a restart is refused: at most once per agent. :class:`Executor` ACKs first, then
+runs the handler under its timeout, reporting running/progress/result through ``emit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
+
+from agent.ops import HANDLERS, Handler, OpsError
+from schemas.commands import (
+    MAX_INLINE_RESULT_BYTES,
+    Command,
+    CommandEvent,
+    EventKind,
+    SignedCommand,
+)
+from schemas.envelope import utcnow
+
+log = logging.getLogger(__name__)
+
+#: how far a command's issue time may lie ahead of the agent's clock
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+Emit = Callable[[CommandEvent], Awaitable[None]]
+
+
+class Rejected(Exception):
+    """The agent refuses the command; the message is the reason it reports."""
+
+
+def check(signed: SignedCommand, keys: Mapping[str, Ed25519PublicKey], *, tenant: str,
+          server_id: str, now: datetime, replay: ReplayGuard) -> Command:
+    """The command, if this agent may run it now; :class:`Rejected` says why not."""
+    key = keys.get(signed.key_id)
+    if key is None:
+        raise Rejected(f"signed with unknown key {signed.key_id!r}")
+    try:
+        command = signed.verified(key)
+    except ValidationError as exc:
+        raise Rejected(f"invalid command: {exc.errors()[0]['msg']}") from exc
+    except ValueError as exc:
+        raise Rejected(str(exc)) from exc
+    if command.tenant != tenant:
+        raise Rejected(f"bound to tenant {command.tenant!r}, this agent serves {tenant!r}")
+    if command.server_id != server_id:
+        raise Rejected(f"bound to server {command.server_id!r}, not {server_id!r}")
+    if command.expires_at <= now:
+        raise Rejected(f"expired at {command.expires_at.isoformat()}")
+    if command.issued_at > now + MAX_CLOCK_SKEW:
+        raise Rejected("issued in the future: the clocks disagree by over 5 minutes")
+    if replay.seen(command.id):
+        raise Rejected("replayed: this command id was accepted before")
+    return command
+
+
+def claimed_id(signed: SignedCommand) -> str | None:
+    """The id the (possibly forged or broken) command text claims, to report a rejection."""
+    try:
+        value = json.loads(signed.command).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
+class ReplayGuard:
+    """Ids of accepted commands, each kept until its expiry plus the clock-skew margin.
+
+    Backed by an append-only file of ``id expiry-epoch`` lines (None: memory only, for
+    tests); rewritten without stale lines when they outnumber the live ones.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._until: dict[str, float] = {}
+        self._lines = 0
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._load(path)
+
+    def seen(self, command_id: str) -> bool:
+        return command_id in self._until
+
+    def remember(self, command: Command) -> None:
+        """Record the id durably; returns only once it is on disk."""
+        until = (command.expires_at + MAX_CLOCK_SKEW).timestamp()
+        self._until[command.id] = until
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="ascii") as f:
+            f.write(f"{command.id} {until:.0f}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._lines += 1
+        if self._lines > 1000 and self._lines > 2 * len(self._prune()):
+            self._rewrite()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def _prune(self) -> dict[str, float]:
+        now = time.time()
+        self._until = {k: v for k, v in self._until.items() if v > now}
+        return self._until
+
+    def _load(self, path: Path) -> None:
+        if not path.exists():
+            return
+        for line in path.read_text(encoding="ascii", errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                self._until[parts[0]] = float(parts[1])
+            self._lines += 1
+        self._prune()
+
+    def _rewrite(self) -> None:
+        assert self.path is not None
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="ascii") as f:
+            f.writelines(f"{k} {v:.0f}\n" for k, v in self._until.items())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._lines = len(self._until)
+
+
+class Executor:
+    """Runs the commands of one or more servers (a real agent has one; a simulator many)."""
+
+    def __init__(self, keys: Mapping[str, Ed25519PublicKey], replay: ReplayGuard, emit: Emit,
+                 *, handlers: Mapping[str, Handler] = HANDLERS,
+                 results_dir: Path | None = None) -> None:
+        self.keys = keys
+        self.replay = replay
+        self.emit = emit
+        self.handlers = handlers
+        self.results_dir = results_dir
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.counts = {"acked": 0, "rejected": 0, "succeeded": 0, "failed": 0, "timed-out": 0}
+
+    async def receive(self, signed: SignedCommand, *, tenant: str, server_id: str) -> None:
+        """Check the command and ACK it (or report the rejection); running goes on in a task."""
+        try:
+            command = check(signed, self.keys, tenant=tenant, server_id=server_id,
+                            now=utcnow(), replay=self.replay)
+        except Rejected as exc:
+            await self._reject(signed, tenant, server_id, str(exc))
+            return
+        self.replay.remember(command)  # durable before the ACK: never run twice
+        await self._report(command, EventKind.ACKED, "verified")
+        self.counts["acked"] += 1
+        task = asyncio.create_task(self._run(command), name=f"command-{command.id}")
+        self.running[command.id] = task
+        task.add_done_callback(lambda _t: self.running.pop(command.id, None))
+
+    async def stop(self) -> None:
+        for task in list(self.running.values()):
+            task.cancel()
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
+
+    async def _run(self, command: Command) -> None:
+        handler = self.handlers[command.type]
+        seq = 1
+
+        async def report(fraction: float, message: str) -> None:
+            nonlocal seq
+            seq += 1
+            await self._report(command, EventKind.PROGRESS, message[:2000], seq=seq,
+                               progress=min(max(fraction, 0.0), 1.0))
+
+        try:
+            await self._report(command, EventKind.RUNNING, "running", seq=1)
+            async with asyncio.timeout(command.timeout_s):
+                result = await handler(command, report)
+        except TimeoutError:
+            kind, result = EventKind.TIMED_OUT, None
+            message = f"no result within {command.timeout_s} s"
+        except OpsError as exc:
+            kind, message, result = EventKind.FAILED, str(exc), None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a handler bug must not take the agent down
+            log.exception("command %s (%s) crashed", command.id, command.type)
+            kind, message, result = EventKind.FAILED, f"handler error: {type(exc).__name__}", None
+        else:
+            kind, message = EventKind.SUCCEEDED, "done"
+        self.counts[str(kind)] += 1
+        inline, ref = self._result(command, result)
+        await self._report(command, kind, message, seq=seq + 1, result=inline, result_ref=ref)
+
+    def _result(self, command: Command, result: dict[str, Any] | None
+                ) -> tuple[dict[str, Any] | None, str | None]:
+        """Small results go inline; larger ones are written to the results directory and
+        referenced (never pushed through Kafka)."""
+        if result is None:
+            return None, None
+        text = json.dumps(result, default=str)
+        if len(text.encode()) <= MAX_INLINE_RESULT_BYTES:
+            return json.loads(text), None
+        if self.results_dir is None:
+            return {"truncated": True, "bytes": len(text.encode())}, None
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        path = self.results_dir / f"{command.id}.json"
+        path.write_text(text)
+        return {"truncated": True, "bytes": len(text.encode())}, f"file://{path.resolve()}"
+
+    async def _reject(self, signed: SignedCommand, tenant: str, server_id: str,
+                      reason: str) -> None:
+        self.counts["rejected"] += 1
+        command_id = claimed_id(signed)
+        log.warning("command rejected", extra={"command_id": command_id, "server_id": server_id,
+                                               "reason": reason})
+        if command_id is None:
+            return  # nothing the control plane could match the report to
+        await self.emit(CommandEvent(tenant=tenant, server_id=server_id, command_id=command_id,
+                                     kind=EventKind.REJECTED, message=reason[:2000]))
+
+    async def _report(self, command: Command, kind: EventKind, message: str, *, seq: int = 0,
+                      **fields: Any) -> None:
+        await self.emit(CommandEvent(tenant=command.tenant, server_id=command.server_id,
+                                     command_id=command.id, kind=kind, message=message,
+                                     agent_seq=seq, **fields))
