@@ -188,5 +188,19 @@ class CommandRecord(BaseModel):
     progress: float | None = None
     result: dict[str, Any] | None = None
     result_ref: str | None = None
-    history: list[dict[str, Any]] = Field(default_factory=list,
+    ttl_s: float = Field(DEFAULT_TTL_S, gt=0, le=MAX_TTL_S,
+                         description="How long the signed command stays valid once dispatched")
+    history: list[dict[str, Any]] = Field(default_factory=list, max_length=64,
                                           description="Status transitions, oldest first")
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def moved(self, status: CommandStatus, at: datetime, message: str, *, by: str = "agent",
+              **fields: Any) -> CommandRecord:
+        """A copy in ``status``, with the transition added to the history."""
+        step = {"status": str(status), "at": at.isoformat(), "message": message[:500], "by": by}
+        history = [*self.history, step][-64:]
+        return self.model_copy(update={"status": status, "updated_at": at, "message": message,
+                                       "history": history, **fields})

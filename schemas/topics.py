@@ -68,3 +68,8 @@ class RedisKeys:
     def rules_version(self) -> str:
         """Counter raised whenever rules or silences change; workers reload on a change."""
         return f"{self.prefix}alerts:version"
+
+    @property
+    def commands_stream(self) -> str:
+        """Stream of every command status change (the commands pages' SSE, the bench)."""
+        return f"{self.prefix}live:commands"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import faust
 import mode
@@ -16,17 +17,30 @@ import mode
 from connectors.redis_live import LiveStreams
 from connectors.sql import SQLError, SQLStore
 from connectors.victoriametrics import VMClient
-from schemas.topics import ALERT_ACTIONS, ALERTS, DEAD_LETTER, HEALTH, METRICS, Topic
+from schemas.topics import (
+    ALERT_ACTIONS,
+    ALERTS,
+    AUDIT,
+    COMMAND_EVENTS,
+    DEAD_LETTER,
+    HEALTH,
+    METRICS,
+    Topic,
+)
 from streams import resets
 from streams.alerts.logic import AlertEngine
 from streams.alerts.sink import AlertSink
 from streams.alerts.worker import Alerting
+from streams.audit.worker import AuditSink
+from streams.commands.worker import CommandTracker
+from streams.ingest.logic import dead_letter
 from streams.ingest.pipeline import Pipeline
 from streams.settings import StreamsSettings
 from streams.store.writer import VMWriter
 from streams.transport import transport_for
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _topic(app: faust.App, topic: Topic) -> Any:
@@ -92,12 +106,16 @@ def create_app(settings: StreamsSettings) -> faust.App:
                        key_serializer="raw", value_serializer="raw") if settings.does_live \
         else metrics
 
-    @app.agent(source, name="fleetdeck.ingest")
-    async def ingest(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=within):
-            samples = [e.value for e in events if e.message.topic == METRICS.name]
-            actions = [e.value for e in events if e.message.topic != METRICS.name]
-            await pipeline.handle(samples, actions)
+    if settings.does_metrics:
+        @app.agent(source, name="fleetdeck.ingest")
+        async def ingest(stream: Any) -> None:
+            async for events in stream.take_events(settings.batch_max, within=within):
+                samples = [e.value for e in events if e.message.topic == METRICS.name]
+                actions = [e.value for e in events if e.message.topic != METRICS.name]
+                await pipeline.handle(samples, actions)
+
+    if settings.does_control:
+        _control_agents(app, sql, live, dead)
 
     if settings.does_store:
         sink = AlertSink(sql, settings.webhook)
@@ -138,8 +156,9 @@ def create_app(settings: StreamsSettings) -> faust.App:
             log.error("cannot prepare the SQL store: %s", exc)
         if alerting is not None:
             await alerting.reload(time.time(), force=True)
-        restored = await pipeline.restore()
-        log.info("streams worker started; restored %d servers", restored)
+        restored = await pipeline.restore() if settings.does_metrics else 0
+        log.info("streams worker started (role %s); restored %d servers", settings.role,
+                 restored)
 
     if settings.does_store:
         @app.task
@@ -150,11 +169,53 @@ def create_app(settings: StreamsSettings) -> faust.App:
     async def watch_for_log_resets() -> None:
         await resets.ResetWatch(app).run()
 
-    @app.timer(1.0)
-    async def tick() -> None:
-        await pipeline.tick()
+    if settings.does_metrics:
+        @app.timer(1.0)
+        async def tick() -> None:
+            await pipeline.tick()
 
     return app
+
+
+def _control_agents(app: faust.App, sql: SQLStore, live: LiveStreams, dead: Any) -> None:
+    """Command tracking and the audit log (the control role)."""
+    tracker = CommandTracker(sql, live)
+    audit = AuditSink(sql)
+
+    @app.agent(_topic(app, COMMAND_EVENTS), name="fleetdeck.command-events")
+    async def command_events(stream: Any) -> None:
+        async for batch in stream.take(200, within=0.002):
+            bad = await _until_stored("command events", tracker.handle, batch)
+            if bad:
+                await live.incr("command_events_invalid", bad)
+
+    @app.agent(_topic(app, AUDIT), name="fleetdeck.audit")
+    async def audit_events(stream: Any) -> None:
+        async for batch in stream.take(500, within=0.05):
+            _appended, bad = await _until_stored("audit events", audit.record, batch)
+            for raw in bad:
+                letter = dead_letter(raw, AUDIT.name, None, "invalid", "not a valid audit event")
+                await dead.send(value=letter.model_dump_json().encode())
+            if bad:
+                await live.incr("audit_events_invalid", len(bad))
+
+    @app.timer(1.0)
+    async def sweep_commands() -> None:
+        try:
+            await tracker.sweep()
+        except SQLError as exc:
+            log.warning("command sweep skipped: %s", exc)
+
+
+async def _until_stored(what: str, store: Callable[[Any], Awaitable[T]], batch: Any) -> T:
+    """``store(batch)``, again and again while the database cannot be reached: a batch is not
+    acknowledged before it is stored."""
+    while True:
+        try:
+            return await store(batch)
+        except SQLError as exc:
+            log.error("cannot store %s, retrying: %s", what, exc)
+            await asyncio.sleep(2.0)
 
 
 def run(settings: StreamsSettings, loglevel: str = "info", restart_delay_s: float = 2.0) -> None:

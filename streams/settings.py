@@ -21,9 +21,11 @@ class StreamsSettings(BaseSettings):
                                       extra="ignore")
 
     app_id: str = Field("fleetdeck-streams", description="Faust app id (consumer group)")
-    role: Literal["all", "live", "store"] = Field(
-        "all", description="live: health, Redis fan-out, dead letters; store: VictoriaMetrics "
-        "writes and rollups (its own consumer group); all: both in one process")
+    role: Literal["all", "live", "store", "control"] = Field(
+        "all", description="live: health, alerts, Redis fan-out, dead letters; store: "
+        "VictoriaMetrics writes, rollups, alert history and notifications; control: command "
+        "tracking and the audit log; each in a consumer group of its own; all: every role in "
+        "one process")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     vm: VMSettings = Field(default_factory=VMSettings)
@@ -44,7 +46,8 @@ class StreamsSettings(BaseSettings):
     @property
     def group_id(self) -> str:
         """Consumer group: the store role reads every message in a group of its own."""
-        return f"{self.app_id}-store" if self.role == "store" else self.app_id
+        return f"{self.app_id}-{self.role}" if self.role in ("store", "control") \
+            else self.app_id
 
     @property
     def does_live(self) -> bool:
@@ -53,5 +56,13 @@ class StreamsSettings(BaseSettings):
     @property
     def does_store(self) -> bool:
         return self.role in ("all", "store")
+
+    @property
+    def does_control(self) -> bool:
+        return self.role in ("all", "control")
+
+    @property
+    def does_metrics(self) -> bool:
+        return self.does_live or self.does_store
 
     web_port: int = Field(0, ge=0, description="Faust web port (0: web server off)")

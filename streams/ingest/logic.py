@@ -20,13 +20,13 @@ def decode_sample(raw: bytes | None, *, topic: str, key: bytes | None, max_bytes
     if isinstance(sample, MetricSample):
         limit = (time.time() if now is None else now) + MAX_FUTURE_S
         if sample.ts.timestamp() > limit:
-            return _dead(raw or b"", topic, key, "invalid",
+            return dead_letter(raw or b"", topic, key, "invalid",
                          f"ts: {sample.ts.isoformat()} is more than {MAX_FUTURE_S:.0f} s "
                          "in the future (agent clock wrong?)")
     return sample
 
 
-def _dead(raw: bytes, topic: str, key: bytes | None, reason: str, detail: str) -> DeadLetter:
+def dead_letter(raw: bytes, topic: str, key: bytes | None, reason: str, detail: str) -> DeadLetter:
     return DeadLetter(source_topic=topic, reason=reason, detail=detail[:4000],
                       key=key.decode("utf-8", "replace")[:256] if key else None, size=len(raw),
                       payload_preview=raw[:512].decode("utf-8", "replace"))
@@ -38,7 +38,7 @@ def _parse(raw: bytes | None, *, topic: str, key: bytes | None,
     size = len(raw)
 
     def dead(reason: str, detail: str) -> DeadLetter:
-        return _dead(raw, topic, key, reason, detail)
+        return dead_letter(raw, topic, key, reason, detail)
 
     if size > max_bytes:
         return dead("oversized", f"{size} bytes > limit {max_bytes}")

@@ -1,0 +1,103 @@
+"""The control role's command tracker: agent reports → SQL record → live stream.
+
+Every record change is a compare-and-set on the stored status, so two deliveries of one report,
+or a report racing the expiry sweep, apply once. Each change is published to the commands
+stream in Redis (what the commands pages and ``fleetdeck bench dispatch`` watch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+
+from connectors.redis_live import LiveEvent, LiveStreamError, LiveStreams
+from connectors.sql import SQLError, SQLStore
+from schemas.commands import CommandEvent, CommandRecord, CommandStatus
+from schemas.envelope import utcnow
+from streams.commands import logic
+
+log = logging.getLogger(__name__)
+
+STREAM_MAXLEN = 20_000
+
+
+def live_event(keys_stream: str, record: CommandRecord) -> LiveEvent:
+    data = {"id": record.command.id, "server_id": record.command.server_id,
+            "tenant": record.command.tenant, "type": record.command.type,
+            "status": str(record.status), "message": record.message,
+            "progress": record.progress, "updated_at": record.updated_at.isoformat()}
+    return LiveEvent(keys_stream, "command", json.dumps(data), STREAM_MAXLEN)
+
+
+class CommandTracker:
+    def __init__(self, sql: SQLStore, live: LiveStreams) -> None:
+        self.sql = sql
+        self.live = live
+        self.ignored = 0
+
+    async def handle(self, raw_events: list[bytes | None]) -> int:
+        """Apply a batch of agent reports; returns how many were unreadable (skipped).
+        SQLError (database unreachable) propagates: the batch comes again."""
+        changed: list[CommandRecord] = []
+        bad = 0
+        for raw in raw_events:
+            try:
+                event = CommandEvent.model_validate_json(raw or b"")
+            except ValueError as exc:
+                log.warning("ignoring an invalid command event: %s", str(exc)[:300])
+                bad += 1
+                continue
+            record = await self._apply(event)
+            if record is not None:
+                changed.append(record)
+        await self._publish(changed)
+        return bad
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        """Expire or time out overdue commands; returns how many changed."""
+        now = now or utcnow()
+        changed = []
+        for record in await self.sql.due_commands(now):
+            updated = logic.overdue(record, now)
+            if updated is not None and await self._store(record, updated):
+                changed.append(updated)
+        await self._publish(changed)
+        return len(changed)
+
+    async def _apply(self, event: CommandEvent) -> CommandRecord | None:
+        for _ in range(5):  # compare-and-set: re-read when someone else moved it first
+            record = await self.sql.get_command(event.command_id)
+            if record is None:
+                self.ignored += 1  # not a command of ours (forged or from a wiped store)
+                return None
+            updated = logic.apply(record, event, utcnow())
+            if updated is None:
+                return None
+            if await self._store(record, updated):
+                return updated
+        log.warning("command %s kept changing under us; report %s dropped", event.command_id,
+                    event.kind)
+        return None
+
+    async def _store(self, old: CommandRecord, new: CommandRecord) -> bool:
+        limit = None
+        if new.status in (CommandStatus.ACKED, CommandStatus.RUNNING) and new.acked_at:
+            limit = logic.deadline(new, new.acked_at)
+        try:
+            return await self.sql.update_command(new, expect_status=str(old.status),
+                                                 deadline_at=limit)
+        except SQLError as exc:
+            if exc.unreachable:
+                raise
+            log.error("command %s could not be stored: %s", new.command.id, exc)
+            return False
+
+    async def _publish(self, records: list[CommandRecord]) -> None:
+        if not records:
+            return
+        stream = self.live.keys.commands_stream
+        try:
+            await self.live.publish([live_event(stream, r) for r in records])
+        except LiveStreamError as exc:  # the SQL record is the truth; the live view catches up
+            log.warning("cannot publish command changes: %s", exc)
