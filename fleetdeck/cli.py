@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fleetdeck import logs
+from fleetdeck import admin, logs
 
 app = typer.Typer(help="FleetDeck: a control plane for fleets of Linux servers.",
                   no_args_is_help=True, add_completion=False)
@@ -17,6 +17,7 @@ bench_app = typer.Typer(help="Benchmarks; each prints one JSON object on its las
                         no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(bench_app, name="bench")
+admin.register(app)
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error")]
 LogFormat = Annotated[str, typer.Option("--log-format", help="json or text")]
@@ -76,7 +77,8 @@ def streams(
     data_dir: Annotated[Path | None, typer.Option(
         help="Faust data directory [default: FLEETDECK_DATA_DIR or .fleetdeck/streams]")] = None,
     role: Annotated[str | None, typer.Option(
-        help="live (health, Redis, dead letters), store (VictoriaMetrics, rollups) or all "
+        help="live (health, alerts, Redis, dead letters), store (VictoriaMetrics, rollups, "
+        "alert history, notifications), control (commands, audit log) or all "
         "[default: FLEETDECK_ROLE or all]")] = None,
     log_level: LogLevel = "info",
 ) -> None:
@@ -88,8 +90,8 @@ def streams(
     logs.configure(log_level, "json")
     overrides = {} if data_dir is None else {"data_dir": str(data_dir)}
     if role is not None:
-        if role not in ("live", "store", "all"):
-            raise typer.BadParameter("must be live, store or all", param_hint="--role")
+        if role not in ("live", "store", "control", "all"):
+            raise typer.BadParameter("must be live, store, control or all", param_hint="--role")
         overrides["role"] = role
     run(StreamsSettings(**overrides), loglevel=log_level)  # type: ignore[arg-type]
 

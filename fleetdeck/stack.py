@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from connectors import keystore
 from connectors.kafka import KafkaSettings, ensure_topics
 from fleetdeck.procs import Service, StackError, Supervisor, pick_port, port_open
 from fleetdeck.settings import StackSettings
@@ -59,10 +60,14 @@ class Endpoints:
     sql_url: str = ""
     alert_rules_file: str = ""
     webhook_urls: list[str] = field(default_factory=list)
+    keys_dir: str = ""
 
     def env(self) -> dict[str, str]:
         """Environment that points FleetDeck processes at these endpoints."""
         return {
+            **({"FLEETDECK_KEYS_DIR": self.keys_dir,
+                "FLEETDECK_AGENT_CONTROL_KEY": str(Path(self.keys_dir) / "signing.pub")}
+               if self.keys_dir else {}),
             "FLEETDECK_KAFKA__BOOTSTRAP_SERVERS": self.kafka,
             "FLEETDECK_AGENT_KAFKA__BOOTSTRAP_SERVERS": self.kafka,
             "FLEETDECK_VM__URL": self.vm_url,
@@ -86,7 +91,7 @@ class EmbeddedStack:
             redis_prefix=self._prefix(settings),
             sql_url=settings.sql_url or f"sqlite+aiosqlite:///{self.data_dir / 'fleetdeck.db'}",
             alert_rules_file=str(settings.alert_rules_file or DEFAULT_ALERT_RULES),
-            webhook_urls=list(settings.webhook_urls))
+            webhook_urls=list(settings.webhook_urls), keys_dir=str(self.data_dir / "keys"))
 
     def _prefix(self, settings: StackSettings) -> str:
         """Keys of this stack in a shared Redis: the default prefix gets a tag of the data
@@ -168,18 +173,21 @@ class EmbeddedStack:
 
     # FleetDeck processes -----------------------------------------------------------------
     def _fleetdeck(self, name: str, args: list[str], ready: object = None,
-                   url: str = "", nice: int = 0) -> Service:
+                   url: str = "", nice: int = 0, env: dict[str, str] | None = None) -> Service:
+        # The signing key exists before any process that signs commands or pins the key.
+        keystore.load_or_create(Path(self.endpoints.keys_dir))
         argv = [sys.executable, "-m", "fleetdeck", *args]
-        env = {**self.endpoints.env(), "PYTHONUNBUFFERED": "1"}
+        env = {**self.endpoints.env(), "PYTHONUNBUFFERED": "1", **(env or {})}
         check = ready if callable(ready) else (lambda: True)
         return self.supervisor.start(Service(name, argv, ready=check, url=url, env=env,
                                              nice=nice))
 
     def start_streams(self) -> list[Service]:
-        """Two workers, so the live path and the storage path each get a core."""
+        """A worker per role, so the live path, the storage path and the command path do
+        not wait on each other."""
         self.reserve_ui_url()
         started = []
-        for role in ("live", "store"):
+        for role in ("live", "store", "control"):
             data = self.data_dir / f"streams-{role}"
             data.mkdir(parents=True, exist_ok=True)
             started.append(self._fleetdeck(f"streams-{role}",
@@ -211,4 +219,12 @@ class EmbeddedStack:
         for name in watch or []:
             args += ["--watch", name]
         label = "agent" if not simulate else f"agent-simulated-{simulate}"
-        return self._fleetdeck(label, args)
+        return self._fleetdeck(label, args, env={
+            "FLEETDECK_AGENT_STATE_DIR": str(self.data_dir / label)})
+
+    def ensure_admin(self) -> tuple[str, str | None]:
+        """A local admin of tenant "default": (user name, its new password, or None when it
+        existed already). The password is also kept in data_dir/admin-password (0600)."""
+        from fleetdeck.bootstrap import ensure_admin
+
+        return ensure_admin(self.endpoints.sql_url, self.data_dir)

@@ -44,12 +44,17 @@ def run_up(settings: StackSettings, *, simulate: int, watch: list[str]) -> int:
     try:
         with console.status("starting the embedded stack…"):
             stack.start_infra()
+            admin, password = stack.ensure_admin()
             stack.start_streams()
             stack.start_ui()
             stack.start_agent(watch=watch)
             if simulate:
                 stack.start_agent(simulate=simulate, local=False)
         console.print(f"\n[bold]Dashboard:[/] {stack.endpoints.ui_url}   (Ctrl-C stops everything)")
+        where = stack.data_dir / "admin-password"
+        console.print(f"[bold]Sign in:[/] {stack.endpoints.ui_url}/login as [bold]{admin}[/] "
+                      + (f"with password [bold]{password}[/] (also in {where})" if password
+                         else f"(password in {where})"))
         if not console.is_terminal:  # no live redraw in a log file: print the table once
             console.width = 200
             console.print(_table(stack))

@@ -197,6 +197,13 @@ class CommandRecord(BaseModel):
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    def summary(self) -> dict[str, Any]:
+        """What the live commands stream carries for each change."""
+        return {"id": self.command.id, "server_id": self.command.server_id,
+                "tenant": self.command.tenant, "type": self.command.type,
+                "status": str(self.status), "message": self.message, "progress": self.progress,
+                "actor": self.command.actor, "updated_at": self.updated_at.isoformat()}
+
     def moved(self, status: CommandStatus, at: datetime, message: str, *, by: str = "agent",
               **fields: Any) -> CommandRecord:
         """A copy in ``status``, with the transition added to the history."""

@@ -8,7 +8,6 @@ worker watches to reload them without a restart.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from datetime import UTC, datetime, timedelta
@@ -17,18 +16,16 @@ from typing import Any
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError as AIOKafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from connectors.kafka import producer
 from connectors.redis_live import LiveStreamError, LiveStreams
 from connectors.sql import SQLStore
 from schemas import AlertAction, AlertEvent, AlertRule, AlertState, Matcher, Silence, new_id
 from schemas.alerts import Duration, Severity
 from schemas.topics import ALERT_ACTIONS
+from ui import bus
 from ui import series as series_logic
 from ui.api import ORJSONResponse, server_id_param, sse_response
 from ui.errors import APIError, bad_parameter
@@ -229,26 +226,7 @@ async def get_alert(request: Request) -> Response:
 
 
 async def _send_action(request: Request, action: AlertAction) -> None:
-    state = request.app.state
-    async with state.producer_lock:
-        if state.producer is None:
-            prod: AIOKafkaProducer = producer(state.settings.kafka)
-            try:
-                await prod.start()
-            except (AIOKafkaError, OSError) as exc:
-                await prod.stop()
-                log.error("cannot connect to the event log: %r", exc)
-                raise APIError(503, "upstream_unavailable",
-                               "the event log is unreachable; try again") from None
-            state.producer = prod
-    try:
-        await asyncio.wait_for(state.producer.send_and_wait(
-            ALERT_ACTIONS.name, action.model_dump_json().encode(),
-            key=action.server_id.encode()), 10)
-    except (AIOKafkaError, OSError, TimeoutError) as exc:
-        log.error("the event log did not take an alert action: %r", exc)
-        raise APIError(503, "upstream_unavailable",
-                       "the event log did not take the request; try again") from None
+    await bus.send(request, ALERT_ACTIONS, action.server_id, action.model_dump_json().encode())
 
 
 async def ack(request: Request) -> Response:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from connectors.redis_live import STREAM_ID, LiveStreamError, LiveStreams
+from connectors.redis_live import STREAM_ID, LiveStreamError, LiveStreams, StreamEntry
 from connectors.victoriametrics import VMClient
 from schemas import CHANNELS, ID_PATTERN, HealthState
 from ui import series as series_logic
@@ -163,9 +163,10 @@ async def stream(request: Request) -> Response:
     return await sse_response(request, key)
 
 
-async def sse_response(request: Request, key: str) -> Response:
+async def sse_response(request: Request, key: str,
+                       keep: Callable[[StreamEntry], bool] | None = None) -> Response:
     """SSE of the Redis stream ``key``, resuming after Last-Event-ID (header or the
-    ``last_event_id`` query parameter)."""
+    ``last_event_id`` query parameter); with ``keep``, only the entries it accepts."""
     live = _live(request)
     resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if resume is not None and not STREAM_ID.fullmatch(resume):
@@ -178,7 +179,7 @@ async def sse_response(request: Request, key: str) -> Response:
                        f"{state.sse_clients} live streams are open; try again later")
     after = resume or await live.last_id(key)
     ping = state.settings.sse_ping_s
-    return EventSourceResponse(_counted(state, _events(live, key, after)), ping=ping,
+    return EventSourceResponse(_counted(state, _events(live, key, after, keep)), ping=ping,
                                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -196,8 +197,10 @@ async def _counted(state: Any, events: AsyncIterator[bytes]) -> AsyncIterator[by
         state.sse_clients -= 1
 
 
-async def _events(live: LiveStreams, key: str, after: str) -> AsyncIterator[bytes]:
-    """Every entry after ``after``; the entries of one read go out in one write."""
+async def _events(live: LiveStreams, key: str, after: str,
+                  keep: Callable[[StreamEntry], bool] | None = None) -> AsyncIterator[bytes]:
+    """Every entry after ``after`` (that ``keep`` accepts); the entries of one read go out in
+    one write."""
     while True:
         try:
             entries = await live.read(key, after, block_ms=5_000)
@@ -207,5 +210,7 @@ async def _events(live: LiveStreams, key: str, after: str) -> AsyncIterator[byte
             continue
         if entries:
             after = entries[-1].id
-            yield b"".join(ServerSentEvent(data=e.data, event=e.event, id=e.id).encode()
-                           for e in entries)
+            chunk = b"".join(ServerSentEvent(data=e.data, event=e.event, id=e.id).encode()
+                             for e in entries if keep is None or keep(e))
+            if chunk:
+                yield chunk

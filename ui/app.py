@@ -18,11 +18,12 @@ from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from connectors import keystore
 from connectors.errors import ConnectorError
 from connectors.redis_live import LiveStreams
 from connectors.sql import SQLError, SQLStore
 from connectors.victoriametrics import VMClient
-from ui import alerts_api, api
+from ui import alerts_api, api, audit_api, commands_api, identity_api
 from ui.errors import APIError, http_error, upstream_error
 from ui.settings import UISettings
 
@@ -95,8 +96,10 @@ def create_app(settings: UISettings) -> Starlette:
         app.state.started = time.monotonic()
         app.state.sse_clients = 0
         app.state.sql = SQLStore(settings.sql)
-        app.state.producer = None  # for alert actions, started on first use
+        app.state.producer = None  # the event log (ui/bus.py), started on first use
         app.state.producer_lock = asyncio.Lock()
+        app.state.signing = keystore.load_or_create(settings.keys_dir)
+        app.state.login_failures = identity_api.Failures()
         app.state.file_rules = set()
         if settings.alert_rules_file is not None:  # a bad file stops the start, clearly
             app.state.file_rules = {r.id for r in alerts_api.read_rules_file(
@@ -142,6 +145,21 @@ def create_app(settings: UISettings) -> Starlette:
         Route("/api/v1/alerts/{id}", alerts_api.get_alert),
         Route("/api/v1/alerts/{id}/ack", alerts_api.ack, methods=["POST"]),
         Route("/api/v1/alerts/{id}/unack", alerts_api.unack, methods=["POST"]),
+        Route("/api/v1/commands", commands_api.create_command, methods=["POST"]),
+        Route("/api/v1/commands", commands_api.list_commands, methods=["GET"]),
+        Route("/api/v1/commands/stream", commands_api.commands_stream),
+        Route("/api/v1/commands/{id}", commands_api.get_command),
+        Route("/api/v1/commands/{id}/approve", commands_api.approve, methods=["POST"]),
+        Route("/api/v1/commands/{id}/reject", commands_api.reject, methods=["POST"]),
+        Route("/api/v1/audit", audit_api.list_audit),
+        Route("/api/v1/session", identity_api.sign_in, methods=["POST"]),
+        Route("/api/v1/session", identity_api.sign_out, methods=["DELETE"]),
+        Route("/api/v1/me", identity_api.me),
+        Route("/api/v1/tokens", identity_api.create_token, methods=["POST"]),
+        Route("/api/v1/tokens", identity_api.list_tokens, methods=["GET"]),
+        Route("/api/v1/tokens/{id}", identity_api.revoke_token, methods=["DELETE"]),
+        Route("/api/v1/policies", identity_api.list_policies),
+        Route("/api/v1/policies/{type}", identity_api.set_policy, methods=["PUT"]),
         Route("/api/v1/openapi.json", openapi, include_in_schema=False),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -28,3 +28,6 @@ class UISettings(BaseSettings):
         None, description="YAML file of alert rules loaded at start (its rules replace "
         "those with the same id)")
     sse_ping_s: float = Field(15.0, gt=0, description="Keep-alive comment interval on SSE")
+    keys_dir: Path = Field(Path(".fleetdeck/keys"), description="Directory of the control "
+                           "plane's Ed25519 signing key (made on first start; agents pin "
+                           "signing.pub)")

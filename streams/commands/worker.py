@@ -23,11 +23,7 @@ STREAM_MAXLEN = 20_000
 
 
 def live_event(keys_stream: str, record: CommandRecord) -> LiveEvent:
-    data = {"id": record.command.id, "server_id": record.command.server_id,
-            "tenant": record.command.tenant, "type": record.command.type,
-            "status": str(record.status), "message": record.message,
-            "progress": record.progress, "updated_at": record.updated_at.isoformat()}
-    return LiveEvent(keys_stream, "command", json.dumps(data), STREAM_MAXLEN)
+    return LiveEvent(keys_stream, "command", json.dumps(record.summary()), STREAM_MAXLEN)
 
 
 class CommandTracker:
