@@ -42,7 +42,7 @@ async def list_audit(request: Request) -> Response:
       - {name: target, in: query, description: "e.g. command:<id>", schema: {type: string}}
       - {name: since, in: query, schema: {type: string, format: date-time}}
       - {name: until, in: query, schema: {type: string, format: date-time}}
-      - {name: before_seq, in: query, description: next page: the last seq you got,
+      - {name: before_seq, in: query, description: "next page: the last seq you got",
          schema: {type: integer}}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000}}
     responses:

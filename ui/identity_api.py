@@ -126,7 +126,7 @@ async def _audit_login(request: Request, username: str, tenant: str, outcome: st
 
 async def sign_out(request: Request) -> Response:
     """
-    summary: Sign out: ends the session everywhere and clears the cookie.
+    summary: Sign out, which ends the session everywhere and clears the cookie.
     responses:
       200: {description: signed out}
     """

@@ -10,8 +10,12 @@ on, only agent reports and the clock move a record:
        └──expired (no ACK before the command's expiry)
     acked/running ──timed-out (no result by acked + timeout + grace)
 
-Reports about a final record, repeats, and reports that do not fit (a replay rejection of a
-command already ACKed: the second delivery of a command that runs once) change nothing.
+Repeats, and reports that do not fit, change nothing, with one exception kept for the record:
+an agent's rejection of a command that is no longer queued (a second delivery, refused as a
+replay, of a command that runs once) is added to the history without changing the status.
+A rejection may come from another agent of the same tenant (a command delivered to the wrong
+server is refused by it as "bound to another server"); every other report must come from the
+server the command is bound to.
 """
 
 from __future__ import annotations
@@ -46,9 +50,13 @@ def deadline(record: CommandRecord, acked_at: datetime) -> datetime:
 
 def apply(record: CommandRecord, event: CommandEvent, now: datetime) -> CommandRecord | None:
     """The record after ``event``, or None when the event changes nothing."""
-    if event.server_id != record.command.server_id or event.tenant != record.command.tenant:
+    if event.tenant != record.command.tenant:
+        return None
+    if event.server_id != record.command.server_id and event.kind != EventKind.REJECTED:
         return None  # not from the agent the command was sent to
     target = _TARGET[event.kind]
+    if target == S.REJECTED and record.status != S.QUEUED:
+        return _refused_delivery(record, event, now)
     if record.status not in _ALLOWED_FROM[target]:
         return None
     if target == S.RUNNING and record.status == S.RUNNING:
@@ -78,3 +86,16 @@ def overdue(record: CommandRecord, now: datetime) -> CommandRecord | None:
         return record.moved(S.TIMED_OUT, now, f"no result within {record.command.timeout_s:g} s "
                             "of the ACK", by="control-plane", finished_at=now)
     return None
+
+
+def _refused_delivery(record: CommandRecord, event: CommandEvent,
+                      now: datetime) -> CommandRecord | None:
+    """A later delivery refused by an agent: noted once per agent and reason, status kept."""
+    note = {"status": "delivery-rejected", "at": now.isoformat(), "by": event.server_id,
+            "message": event.message[:500]}
+    if record.status == S.PENDING_APPROVAL or any(
+            h.get("status") == note["status"] and h.get("by") == note["by"]
+            and h.get("message") == note["message"] for h in record.history):
+        return None
+    return record.model_copy(update={"history": [*record.history, note][-64:],
+                                     "updated_at": now})

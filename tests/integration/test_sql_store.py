@@ -123,7 +123,7 @@ async def test_migrate_twice_is_a_no_op_and_the_schema_matches_the_models(
             revision, diff = await conn.run_sync(schema_diff)
     finally:
         await engine.dispose()
-    assert revision == "0001"
+    assert revision == "0002"  # the newest migration
     assert diff == []
 
 

@@ -57,12 +57,25 @@ def test_repeats_and_reports_after_the_end_change_nothing() -> None:
     assert apply(rec, event(EventKind.ACKED, rec), T0) is None
     done = run(rec, EventKind.SUCCEEDED)
     for kind in EventKind:
-        assert apply(done, event(kind, done), T0 + timedelta(hours=1)) is None
+        if kind != EventKind.REJECTED:
+            assert apply(done, event(kind, done), T0 + timedelta(hours=1)) is None
 
 
-def test_a_replay_rejection_of_a_running_command_is_ignored() -> None:
+def test_a_replay_rejection_is_noted_once_without_changing_the_status() -> None:
     rec = run(record(), EventKind.ACKED, EventKind.RUNNING)
-    assert apply(rec, event(EventKind.REJECTED, rec, message="replayed"), T0) is None
+    noted = apply(rec, event(EventKind.REJECTED, rec, message="replayed"), T0)
+    assert noted is not None and noted.status == S.RUNNING
+    assert noted.history[-1]["status"] == "delivery-rejected"
+    assert noted.history[-1]["message"] == "replayed"
+    assert apply(noted, event(EventKind.REJECTED, rec, message="replayed"), T0) is None
+
+
+def test_another_agent_of_the_tenant_may_reject_a_misrouted_command() -> None:
+    rec = record()
+    rejected = apply(rec, event(EventKind.REJECTED, rec, server_id="web-2",
+                                message="bound to server 'web-1', not 'web-2'"), T0)
+    assert rejected is not None and rejected.status == S.REJECTED
+    assert "bound to server" in rejected.message
 
 
 def test_agent_rejection_keeps_the_reason() -> None:
@@ -76,6 +89,7 @@ def test_reports_from_another_server_or_tenant_are_ignored() -> None:
     rec = record()
     assert apply(rec, event(EventKind.ACKED, rec, server_id="web-2"), T0) is None
     assert apply(rec, event(EventKind.SUCCEEDED, rec, tenant="evil"), T0) is None
+    assert apply(rec, event(EventKind.REJECTED, rec, tenant="evil"), T0) is None
 
 
 def test_a_result_without_an_ack_counts_as_acked() -> None:
