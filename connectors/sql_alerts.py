@@ -229,11 +229,14 @@ class AlertStore(StoreBase):
                 where=AlertRow.seq < stmt.excluded.seq))
             return True
 
-    async def list_alerts(self, *, states: Sequence[str] | None = None,
+    async def list_alerts(self, *, tenant: str | None = None,
+                          states: Sequence[str] | None = None,
                           severity: str | None = None, server_id: str | None = None,
                           rule_id: str | None = None, limit: int = 500) -> list[AlertEvent]:
         """Current alerts (each alert's newest event), newest first; None = no filter."""
         query = select(AlertRow.data).order_by(AlertRow.ts.desc(), AlertRow.alert_id).limit(limit)
+        if tenant is not None:
+            query = query.where(AlertRow.tenant == tenant)
         if states is not None:
             query = query.where(AlertRow.state.in_([str(s) for s in states]))
         if severity is not None:

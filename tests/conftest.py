@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +25,10 @@ from agent.runner import Agent
 from agent.settings import AgentSettings
 from agent.simulate import SimulatedServer
 from connectors.kafka import KafkaSettings
+from connectors.sql import SQLSettings, SQLStore
 from fleetdeck.settings import StackSettings
 from fleetdeck.stack import EmbeddedStack
+from schemas.identity import Role
 
 
 def make_stack(tmp: Path, name: str, **overrides: Any) -> EmbeddedStack:
@@ -67,8 +72,78 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         yield stack
 
 
+@dataclass(frozen=True)
+class Admin:
+    """An admin of tenant "default": a user to sign in as, and an API token."""
+
+    username: str
+    password: str
+    token: str
+
+
+def bearer(text: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {text}"}
+
+
+async def make_admin(sql_url: str) -> Admin:
+    from ui.auth import hash_password, new_token
+
+    sql = SQLStore(SQLSettings(url=sql_url))
+    try:
+        await sql.migrate()
+        username, password = f"admin-{uuid.uuid4().hex[:6]}", secrets.token_urlsafe(12)
+        await sql.create_tenant("default", "Default")
+        await sql.create_user(username, hash_password(password))
+        await sql.set_membership(username, "default", str(Role.ADMIN))
+        text, token = new_token("default", Role.ADMIN, username, "tests", timedelta(hours=6))
+        await sql.create_token(token)
+    finally:
+        await sql.close()
+    return Admin(username, password, text)
+
+
+@pytest.fixture(scope="session")
+async def admin(stack: EmbeddedStack) -> Admin:
+    return await make_admin(stack.endpoints.sql_url)
+
+
 @pytest.fixture
-async def api(stack: EmbeddedStack) -> AsyncIterator[httpx.AsyncClient]:
+async def api(stack: EmbeddedStack, admin: Admin) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the stack's API, acting as an admin of tenant "default"."""
+    async with httpx.AsyncClient(base_url=stack.endpoints.ui_url, timeout=10,
+                                 headers=bearer(admin.token)) as client:
+        yield client
+
+
+Tokens = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def sql(stack: EmbeddedStack) -> AsyncIterator[SQLStore]:
+    """The stack's SQL store."""
+    store = SQLStore(SQLSettings(url=stack.endpoints.sql_url))
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def token(sql: SQLStore) -> Tokens:
+    """Makes API tokens: ``await token(tenant, role, name)`` (the tenant is created)."""
+    from ui.auth import new_token
+
+    async def make(tenant: str, role: Role, name: str) -> str:
+        text, record = new_token(tenant, role, name, "test", timedelta(hours=1))
+        await sql.create_tenant(tenant, tenant)
+        await sql.create_token(record)
+        return text
+
+    return make
+
+
+@pytest.fixture
+async def anon(stack: EmbeddedStack) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the stack's API that is not signed in."""
     async with httpx.AsyncClient(base_url=stack.endpoints.ui_url, timeout=10) as client:
         yield client
 

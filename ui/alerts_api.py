@@ -24,10 +24,13 @@ from connectors.redis_live import LiveStreamError, LiveStreams
 from connectors.sql import SQLStore
 from schemas import AlertAction, AlertEvent, AlertRule, AlertState, Matcher, Silence, new_id
 from schemas.alerts import Duration, Severity
+from schemas.audit import AuditEvent
+from schemas.identity import Role
 from schemas.topics import ALERT_ACTIONS
 from ui import bus
 from ui import series as series_logic
-from ui.api import ORJSONResponse, server_id_param, sse_response
+from ui.api import ORJSONResponse, of_tenant, own_server, server_id_param, sse_response
+from ui.auth import Principal, require
 from ui.errors import APIError, bad_parameter
 
 log = logging.getLogger(__name__)
@@ -42,7 +45,6 @@ class _Body(BaseModel):
 
 
 class AckBody(_Body):
-    actor: str = Field(min_length=1, max_length=120, description="Who acknowledges")
     comment: str = Field(min_length=1, max_length=1000, description="Why (required)")
     expires_s: Duration | None = Field(None, description="Re-notify if still firing after this "
                                        "(at least 60 s; omit for no expiry)")
@@ -57,7 +59,6 @@ class AckBody(_Body):
 
 
 class UnackBody(_Body):
-    actor: str = Field(min_length=1, max_length=120)
     comment: str = Field(min_length=1, max_length=1000)
 
 
@@ -66,7 +67,6 @@ class SilenceBody(_Body):
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     duration_s: Duration | None = Field(None, description="Instead of ends_at")
-    created_by: str = Field(min_length=1, max_length=120)
     comment: str = Field(min_length=1, max_length=1000)
 
 
@@ -135,6 +135,35 @@ def _alert_json(event: AlertEvent) -> dict[str, Any]:
     return data
 
 
+def _audit_event(principal: Principal, action: str, target: str, reason: str = "", *,
+                 before: dict[str, Any] | None = None,
+                 after: dict[str, Any] | None = None) -> AuditEvent:
+    return AuditEvent(tenant=principal.tenant, actor=principal.name, action=action,
+                      target=target, reason=reason[:2000], before=before, after=after)
+
+
+def _tenant_matchers(matchers: list[Matcher]) -> list[Matcher]:
+    """The ``tenant`` matchers among ``matchers``."""
+    return [m for m in matchers if m.label == "tenant"]
+
+
+def scoped(matchers: list[Matcher], principal: Principal, field: str) -> list[Matcher]:
+    """``matchers`` narrowed to the caller's tenant: a silence or rule made through the API
+    only ever concerns its own tenant's alerts. A tenant matcher naming another is refused."""
+    own = Matcher(label="tenant", op="=", value=principal.tenant)
+    for matcher in _tenant_matchers(matchers):
+        if matcher != own:
+            raise APIError(400, "bad_request", f"field {field!r}: you can only match your own "
+                           f"tenant ({principal.tenant!r})")
+    return matchers if own in matchers else [*matchers, own]
+
+
+def owner(matchers: list[Matcher]) -> str | None:
+    """The tenant a rule or silence is scoped to; None for a global one (the rules file)."""
+    tenants = {m.value for m in _tenant_matchers(matchers) if m.op == "="}
+    return next(iter(tenants)) if len(tenants) == 1 else None
+
+
 async def _changed(request: Request) -> None:
     """Tell the stream workers to reload rules and silences."""
     try:
@@ -158,6 +187,7 @@ async def list_alerts(request: Request) -> Response:
       200: {description: "{alerts: [...]}"}
       400: {description: bad parameter}
     """
+    principal = await require(request, Role.VIEWER)
     params = request.query_params
     states = None
     if params.get("state"):
@@ -181,14 +211,15 @@ async def list_alerts(request: Request) -> Response:
         raise bad_parameter("limit", "must be a whole number") from None
     if not 1 <= limit <= 5000:
         raise bad_parameter("limit", "must be between 1 and 5000")
-    alerts = await _sql(request).list_alerts(states=states, severity=severity,
-                                             server_id=server, rule_id=rule, limit=limit)
+    alerts = await _sql(request).list_alerts(tenant=principal.tenant, states=states,
+                                             severity=severity, server_id=server, rule_id=rule,
+                                             limit=limit)
     return ORJSONResponse({"alerts": [_alert_json(a) for a in alerts]})
 
 
-async def _current(request: Request, alert: str) -> AlertEvent:
+async def _current(request: Request, alert: str, principal: Principal) -> AlertEvent:
     """The alert's newest event: Redis first (written by the worker as it happens), then
-    the SQL store."""
+    the SQL store. Another tenant's alert is not found."""
     if not alert.isalnum() or len(alert) > 64:
         raise bad_parameter("id", "not an alert id")
     raw = None
@@ -205,8 +236,8 @@ async def _current(request: Request, alert: str) -> AlertEvent:
     stored = await _sql(request).get_alert(alert)
     if stored is not None and (found is None or stored.seq > found.seq):
         found = stored
-    if found is None:
-        raise APIError(404, "not_found", f"no alert {alert!r}")
+    if found is None or found.tenant != principal.tenant:
+        raise APIError(404, "not_found", f"no alert {alert!r} in tenant {principal.tenant!r}")
     return found
 
 
@@ -217,7 +248,8 @@ async def get_alert(request: Request) -> Response:
       200: {description: "{alert, history: [...]}"}
       404: {description: unknown alert}
     """
-    alert = await _current(request, request.path_params["id"])
+    principal = await require(request, Role.VIEWER)
+    alert = await _current(request, request.path_params["id"], principal)
     history = await _sql(request).alert_history(alert.alert_id)
     if not history or history[-1].seq < alert.seq:  # SQL lags the live copy a little
         history.append(alert)
@@ -231,11 +263,11 @@ async def _send_action(request: Request, action: AlertAction) -> None:
 
 async def ack(request: Request) -> Response:
     """
-    summary: Acknowledge a firing alert (actor and comment required).
+    summary: Acknowledge a firing alert as the signed-in user (operator; comment required).
     requestBody:
       content:
         application/json:
-          schema: {type: object, required: [actor, comment], properties: {actor: {type: string},
+          schema: {type: object, required: [comment], properties: {
             comment: {type: string}, expires_s: {type: number}}}
     responses:
       202: {description: accepted; the change arrives on /api/v1/alerts/stream}
@@ -243,47 +275,59 @@ async def ack(request: Request) -> Response:
       404: {description: unknown alert}
       409: {description: the alert is not firing}
     """
+    principal = await require(request, Role.OPERATOR)
     body: AckBody = _parse(AckBody, await _json(request))
-    alert = await _current(request, request.path_params["id"])
+    alert = await _current(request, request.path_params["id"], principal)
     if alert.state is not AlertState.FIRING:
         raise APIError(409, "conflict", f"only a firing alert can be acknowledged; this one "
                        f"is {alert.state}" + (f" by {alert.acked_by}" if alert.acked_by else ""))
     action = AlertAction(server_id=alert.server_id, tenant=alert.tenant, action="ack",
-                         alert_id=alert.alert_id, actor=body.actor, comment=body.comment,
+                         alert_id=alert.alert_id, actor=principal.name, comment=body.comment,
                          expires_s=body.expires_s)
+    await bus.audit(request, _audit_event(
+        principal, "alert.ack", f"alert:{alert.alert_id}", body.comment,
+        before={"state": str(alert.state)},
+        after={"state": "acknowledged", "expires_s": body.expires_s}))
     await _send_action(request, action)
-    log.info("alert %s acknowledged by %s: %s", alert.alert_id, body.actor, body.comment)
+    log.info("alert %s acknowledged by %s: %s", alert.alert_id, principal.name, body.comment)
     return ORJSONResponse({"accepted": True, "action_id": action.id}, status_code=202)
 
 
 async def unack(request: Request) -> Response:
     """
-    summary: Withdraw an acknowledgement (actor and comment required).
+    summary: Withdraw an acknowledgement (operator; comment required).
     responses:
       202: {description: accepted}
       400: {description: bad field, named}
       404: {description: unknown alert}
       409: {description: the alert is not acknowledged}
     """
+    principal = await require(request, Role.OPERATOR)
     body: UnackBody = _parse(UnackBody, await _json(request))
-    alert = await _current(request, request.path_params["id"])
+    alert = await _current(request, request.path_params["id"], principal)
     if alert.state is not AlertState.ACKNOWLEDGED:
         raise APIError(409, "conflict", f"the alert is not acknowledged (it is {alert.state})")
     action = AlertAction(server_id=alert.server_id, tenant=alert.tenant, action="unack",
-                         alert_id=alert.alert_id, actor=body.actor, comment=body.comment)
+                         alert_id=alert.alert_id, actor=principal.name, comment=body.comment)
+    await bus.audit(request, _audit_event(
+        principal, "alert.unack", f"alert:{alert.alert_id}", body.comment,
+        before={"state": str(alert.state), "acked_by": alert.acked_by},
+        after={"state": "firing"}))
     await _send_action(request, action)
     return ORJSONResponse({"accepted": True, "action_id": action.id}, status_code=202)
 
 
 async def alerts_stream(request: Request) -> Response:
     """
-    summary: Server-Sent Events of every alert event (event name `alert`).
+    summary: Server-Sent Events of your tenant's alert events (event name `alert`).
     parameters:
       - {name: Last-Event-ID, in: header, schema: {type: string}}
     responses:
       200: {description: text/event-stream}
     """
-    return await sse_response(request, _live(request).keys.alerts_stream)
+    principal = await require(request, Role.VIEWER)
+    return await sse_response(request, _live(request).keys.alerts_stream,
+                              of_tenant(principal.tenant))
 
 
 async def server_alert_events(request: Request) -> Response:
@@ -293,8 +337,11 @@ async def server_alert_events(request: Request) -> Response:
       - {name: range, in: query, description: "15m, 1h, 6h, 24h", schema: {type: string}}
     responses:
       200: {description: "{events: [...]}"}
+      404: {description: unknown server, or another tenant's}
     """
+    principal = await require(request, Role.VIEWER)
     server = server_id_param(request.path_params["id"])
+    await own_server(request, principal, server)
     range_s = series_logic.parse_range(request.query_params.get("range", "1h"))
     since = datetime.now(UTC) - timedelta(seconds=range_s)
     events = await _sql(request).server_alert_events(server, since)
@@ -304,23 +351,27 @@ async def server_alert_events(request: Request) -> Response:
 # silences ------------------------------------------------------------------------------
 async def list_silences(request: Request) -> Response:
     """
-    summary: Silences (active ones, or all with include_expired=1).
+    summary: Your tenant's silences (active ones, or all with include_expired=1).
     responses:
       200: {description: "{silences: [...]}"}
     """
+    principal = await require(request, Role.VIEWER)
     include = request.query_params.get("include_expired", "0") in ("1", "true", "yes")
-    silences = await _sql(request).list_silences(include_expired=include)
+    silences = [s for s in await _sql(request).list_silences(include_expired=include)
+                if owner(s.matchers) == principal.tenant]
     return ORJSONResponse({"silences": [s.model_dump(mode="json") for s in silences]})
 
 
 async def create_silence(request: Request) -> Response:
     """
-    summary: Create a silence (matchers, a time window, who and why).
+    summary: Create a silence of your tenant's alerts (operator; matchers, a window, why).
     responses:
       201: {description: "{silence}"}
       400: {description: bad field, named}
     """
+    principal = await require(request, Role.OPERATOR)
     body: SilenceBody = _parse(SilenceBody, await _json(request))
+    matchers = scoped(body.matchers, principal, "matchers")
     now = datetime.now(UTC)
     starts = body.starts_at or now
     if (body.ends_at is None) == (body.duration_s is None):
@@ -336,10 +387,12 @@ async def create_silence(request: Request) -> Response:
         raise APIError(400, "bad_request", "field 'ends_at': a silence may last at most "
                        f"{MAX_SILENCE.days} days from now")
     try:
-        silence = Silence(id=new_id(), matchers=body.matchers, starts_at=starts, ends_at=ends,
-                          created_by=body.created_by, comment=body.comment, created_at=now)
+        silence = Silence(id=new_id(), matchers=matchers, starts_at=starts, ends_at=ends,
+                          created_by=principal.name, comment=body.comment, created_at=now)
     except ValidationError as exc:
         raise _field_error(exc) from None
+    await bus.audit(request, _audit_event(principal, "silence.create", f"silence:{silence.id}",
+                                          body.comment, after=silence.model_dump(mode="json")))
     await _sql(request).add_silence(silence)
     await _changed(request)
     log.info("silence %s created by %s: %s", silence.id, silence.created_by, silence.comment)
@@ -348,49 +401,78 @@ async def create_silence(request: Request) -> Response:
 
 async def expire_silence(request: Request) -> Response:
     """
-    summary: Expire a silence now.
-    parameters:
-      - {name: actor, in: query, required: true, schema: {type: string}}
+    summary: Expire one of your tenant's silences now (operator).
     responses:
       200: {description: "{silence}"}
-      400: {description: actor missing}
-      404: {description: unknown silence}
+      404: {description: unknown silence, or another tenant's}
+      409: {description: the silence has ended already}
     """
     same_origin(request)
-    actor = (request.query_params.get("actor") or "").strip()
-    if not actor or len(actor) > 120:
-        raise bad_parameter("actor", "say who expires the silence (1 to 120 characters)")
+    principal = await require(request, Role.OPERATOR)
     now = datetime.now(UTC)
     found = await _sql(request).get_silence(request.path_params["id"][:64])
-    if found is None:
-        raise APIError(404, "not_found", f"no silence {request.path_params['id'][:64]!r}")
+    if found is None or owner(found.matchers) != principal.tenant:
+        raise APIError(404, "not_found", f"no silence {request.path_params['id'][:64]!r} in "
+                       f"tenant {principal.tenant!r}")
     if found.ends_at <= now:
         raise APIError(409, "conflict", f"silence {found.id} has ended already")
+    await bus.audit(request, _audit_event(principal, "silence.expire", f"silence:{found.id}",
+                                          before={"ends_at": found.ends_at.isoformat()},
+                                          after={"ends_at": now.isoformat()}))
     silence = await _sql(request).expire_silence(found.id, now)
     if silence is None:
         raise APIError(404, "not_found", f"no silence {found.id!r}")
     await _changed(request)
-    log.info("silence %s expired by %s", silence.id, actor)
-    return ORJSONResponse({"silence": silence.model_dump(mode="json"), "expired_by": actor})
+    log.info("silence %s expired by %s", silence.id, principal.name)
+    return ORJSONResponse({"silence": silence.model_dump(mode="json"),
+                           "expired_by": principal.name})
 
 
 # rules ---------------------------------------------------------------------------------
 async def list_rules(request: Request) -> Response:
     """
-    summary: Alert rules.
+    summary: Alert rules that apply to your tenant (its own and the global ones of the file).
     responses:
       200: {description: "{rules: [...]}"}
     """
-    rules = await _sql(request).list_rules()
+    principal = await require(request, Role.VIEWER)
+    rules = [r for r in await _sql(request).list_rules() if _visible(r, principal)]
     return ORJSONResponse({"rules": [r.model_dump(mode="json") for r in rules]})
 
 
-def _rule(data: Any, rule_id: str | None = None) -> AlertRule:
+def _visible(rule: AlertRule, principal: Principal) -> bool:
+    return owner(rule.match) in (None, principal.tenant)
+
+
+def _rule(data: Any, principal: Principal, rule_id: str | None = None) -> AlertRule:
+    """The rule in the body, scoped to the caller's tenant."""
     if isinstance(data, dict) and rule_id is not None:
         if data.setdefault("id", rule_id) != rule_id:
             raise APIError(400, "bad_request", "field 'id': differs from the id in the path")
     rule: AlertRule = _parse(AlertRule, data)
-    return rule
+    return rule.model_copy(update={"match": scoped(rule.match, principal, "match")})
+
+
+async def _own_rule(request: Request, principal: Principal, rule_id: str) -> AlertRule | None:
+    """The stored rule ``rule_id`` if the caller may change it; None if there is none; 404
+    for another tenant's rule, 409 for a global one."""
+    _not_from_file(request, rule_id)
+    stored = await _sql(request).get_rule(rule_id)
+    if stored is None:
+        return None
+    if owner(stored.match) is None:
+        raise APIError(409, "conflict", f"rule {rule_id!r} applies to every tenant; only the "
+                       "rules file changes it")
+    if owner(stored.match) != principal.tenant:
+        raise APIError(404, "not_found", f"no rule {rule_id!r} in tenant {principal.tenant!r}")
+    return stored
+
+
+def _rule_audit(principal: Principal, action: str, rule_id: str, before: AlertRule | None,
+                after: AlertRule | None) -> AuditEvent:
+    return _audit_event(principal, action, f"rule:{rule_id}",
+                        before=None if before is None else before.model_dump(mode="json"),
+                        after=None if after is None else after.model_dump(mode="json"))
 
 
 async def create_rule(request: Request) -> Response:
@@ -401,10 +483,12 @@ async def create_rule(request: Request) -> Response:
       400: {description: invalid rule; the message names the field}
       409: {description: a rule with this id exists}
     """
-    rule = _rule(await _json(request))
+    principal = await require(request, Role.ADMIN)
+    rule = _rule(await _json(request), principal)
     if await _sql(request).get_rule(rule.id) is not None:
         raise APIError(409, "conflict", f"rule {rule.id!r} exists; PUT /api/v1/alerts/rules/"
                        f"{rule.id} replaces it")
+    await bus.audit(request, _rule_audit(principal, "rule.create", rule.id, None, rule))
     await _sql(request).upsert_rule(rule)
     await _changed(request)
     return ORJSONResponse({"rule": rule.model_dump(mode="json")}, status_code=201)
@@ -417,8 +501,9 @@ async def get_rule(request: Request) -> Response:
       200: {description: "{rule}"}
       404: {description: unknown rule}
     """
+    principal = await require(request, Role.VIEWER)
     rule = await _sql(request).get_rule(server_id_param(request.path_params["id"]))
-    if rule is None:
+    if rule is None or not _visible(rule, principal):
         raise APIError(404, "not_found", f"no rule {request.path_params['id']!r}")
     return ORJSONResponse({"rule": rule.model_dump(mode="json")})
 
@@ -438,8 +523,12 @@ async def put_rule(request: Request) -> Response:
       400: {description: invalid rule; the message names the field}
       409: {description: the rule comes from the rules file}
     """
-    _not_from_file(request, request.path_params["id"])
-    rule = _rule(await _json(request), server_id_param(request.path_params["id"]))
+    principal = await require(request, Role.ADMIN)
+    rule_id = server_id_param(request.path_params["id"])
+    before = await _own_rule(request, principal, rule_id)
+    rule = _rule(await _json(request), principal, rule_id)
+    await bus.audit(request, _rule_audit(
+        principal, "rule.create" if before is None else "rule.update", rule_id, before, rule))
     created = await _sql(request).upsert_rule(rule)
     await _changed(request)
     return ORJSONResponse({"rule": rule.model_dump(mode="json")},
@@ -455,9 +544,14 @@ async def delete_rule(request: Request) -> Response:
       409: {description: the rule comes from the rules file}
     """
     same_origin(request)
-    _not_from_file(request, request.path_params["id"])
-    if not await _sql(request).delete_rule(server_id_param(request.path_params["id"])):
-        raise APIError(404, "not_found", f"no rule {request.path_params['id']!r}")
+    principal = await require(request, Role.ADMIN)
+    rule_id = server_id_param(request.path_params["id"])
+    before = await _own_rule(request, principal, rule_id)
+    if before is None:
+        raise APIError(404, "not_found", f"no rule {rule_id!r}")
+    await bus.audit(request, _rule_audit(principal, "rule.delete", rule_id, before, None))
+    if not await _sql(request).delete_rule(rule_id):
+        raise APIError(404, "not_found", f"no rule {rule_id!r}")
     await _changed(request)
     return Response(status_code=204)
 

@@ -18,7 +18,9 @@ from starlette.responses import Response
 from connectors.redis_live import STREAM_ID, LiveStreamError, LiveStreams, StreamEntry
 from connectors.victoriametrics import VMClient
 from schemas import CHANNELS, ID_PATTERN, HealthState
+from schemas.identity import Role
 from ui import series as series_logic
+from ui.auth import Principal, require
 from ui.errors import APIError, bad_parameter
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,38 @@ def server_id_param(value: str, name: str = "id") -> str:
     return value
 
 
+def tenant_of(data: dict[str, Any]) -> str:
+    """The tenant a live summary, sample or event belongs to."""
+    return str(data.get("tenant") or "default")
+
+
+def own_summary(raw: str | bytes | None, principal: Principal, server_id: str) -> Any:
+    """The server's live summary if it belongs to the caller's tenant; 404 otherwise (another
+    tenant's server looks exactly like one that does not exist)."""
+    summary = None if raw is None else orjson.loads(raw)
+    if summary is None or tenant_of(summary) != principal.tenant:
+        raise APIError(404, "not_found", f"no server {server_id!r} in tenant "
+                       f"{principal.tenant!r}")
+    return summary
+
+
+async def own_server(request: Request, principal: Principal, server_id: str) -> Any:
+    """:func:`own_summary` of ``server_id``, read from Redis."""
+    return own_summary(await _live(request).summary(server_id), principal, server_id)
+
+
+def of_tenant(tenant: str) -> Callable[[StreamEntry], bool]:
+    """An SSE filter keeping the entries of ``tenant``."""
+    def keep(entry: StreamEntry) -> bool:
+        try:
+            data = orjson.loads(entry.data)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(data, dict) and tenant_of(data) == tenant
+
+    return keep
+
+
 async def list_servers(request: Request) -> Response:
     """
     summary: Servers with their health, last seen time and latest CPU and memory figures.
@@ -58,7 +92,9 @@ async def list_servers(request: Request) -> Response:
     responses:
       200: {description: "{servers: [...]}"}
       400: {description: bad parameter}
+      401: {description: not signed in}
     """
+    principal = await require(request, Role.VIEWER)
     health = request.query_params.get("health")
     if health is not None and health not in HealthState.__members__:
         raise bad_parameter("health", f"must be one of {', '.join(HealthState.__members__)}")
@@ -67,7 +103,8 @@ async def list_servers(request: Request) -> Response:
         raise bad_parameter("q", "at most 256 characters")
     servers = [orjson.loads(raw) for raw in (await _live(request).summaries()).values()]
     servers = [s for s in servers
-               if (health is None or s.get("health") == health)
+               if tenant_of(s) == principal.tenant
+               and (health is None or s.get("health") == health)
                and (needle in s.get("hostname", "").lower() or needle in s["server_id"].lower())]
     servers.sort(key=lambda s: (s.get("hostname", ""), s["server_id"]))
     return ORJSONResponse({"servers": servers})
@@ -78,15 +115,13 @@ async def get_server(request: Request) -> Response:
     summary: One server's summary and its latest full sample.
     responses:
       200: {description: "{server: {...}, sample: {...}}"}
-      404: {description: unknown server}
+      404: {description: unknown server, or another tenant's}
     """
+    principal = await require(request, Role.VIEWER)
     server_id = server_id_param(request.path_params["id"])
-    live = _live(request)
-    raw = await live.summary(server_id)
-    if raw is None:
-        raise APIError(404, "not_found", f"no server {server_id!r}")
-    return ORJSONResponse({"server": orjson.loads(raw),
-                           "sample": await _latest_sample(live, server_id)})
+    summary = await own_server(request, principal, server_id)
+    return ORJSONResponse({"server": summary,
+                           "sample": await _latest_sample(_live(request), server_id)})
 
 
 async def _latest_sample(live: LiveStreams, server_id: str) -> Any:
@@ -109,8 +144,9 @@ async def get_series(request: Request) -> Response:
         description: "{server_id, range, step_s, start, end, series: [{channel, labels,
           unit, timestamps, values}]}"
       400: {description: bad parameter, naming it}
-      404: {description: unknown server}
+      404: {description: unknown server, or another tenant's}
     """
+    principal = await require(request, Role.VIEWER)
     server_id = server_id_param(request.path_params["id"])
     params = request.query_params
     range_text = params.get("range", "1h")
@@ -123,8 +159,7 @@ async def get_series(request: Request) -> Response:
         _live(request).summary(server_id),
         _vm(request).query_range_raw(series_logic.build_query(query), query.start, query.end,
                                      query.step_s))
-    if known is None:
-        raise APIError(404, "not_found", f"no server {server_id!r}")
+    own_summary(known, principal, server_id)
     result = series_logic.reshape(query, body)
     result["range"] = range_text
     return ORJSONResponse(result)
@@ -136,6 +171,7 @@ async def list_channels(request: Request) -> Response:
     responses:
       200: {description: "{channels: [{name, unit, description, label}]}"}
     """
+    await require(request, Role.VIEWER)
     return ORJSONResponse({"channels": [
         {"name": c.name, "unit": c.unit, "description": c.description, "label": c.label}
         for c in CHANNELS.values()]})
@@ -154,13 +190,15 @@ async def stream(request: Request) -> Response:
     responses:
       200: {description: text/event-stream}
       400: {description: bad parameter}
+      404: {description: unknown server, or another tenant's}
     """
+    principal = await require(request, Role.VIEWER)
     live = _live(request)
     server = request.query_params.get("server")
-    if server is not None and await live.summary(server_id_param(server, "server")) is None:
-        raise APIError(404, "not_found", f"no server {server!r}")
-    key = live.keys.server_stream(server) if server else live.keys.fleet_stream
-    return await sse_response(request, key)
+    if server is not None:
+        await own_server(request, principal, server_id_param(server, "server"))
+        return await sse_response(request, live.keys.server_stream(server))
+    return await sse_response(request, live.keys.fleet_stream, of_tenant(principal.tenant))
 
 
 async def sse_response(request: Request, key: str,

@@ -8,11 +8,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
@@ -24,7 +25,8 @@ from connectors.redis_live import LiveStreams
 from connectors.sql import SQLError, SQLStore
 from connectors.victoriametrics import VMClient
 from ui import alerts_api, api, audit_api, commands_api, identity_api
-from ui.errors import APIError, http_error, upstream_error
+from ui.auth import Principal, authenticate
+from ui.errors import http_error, upstream_error
 from ui.settings import UISettings
 
 log = logging.getLogger(__name__)
@@ -34,18 +36,35 @@ schemas = SchemaGenerator({"openapi": "3.0.3",
                            "info": {"title": "FleetDeck API", "version": "1"}})
 
 
+async def _signed_in_or_login(request: Request) -> Principal | RedirectResponse:
+    """The signed-in caller, or a redirect to the sign-in page that comes back here."""
+    principal = await authenticate(request)
+    if principal is not None:
+        return principal
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?{urlencode({'next': here})}", status_code=303)
+
+
 async def index(request: Request) -> Response:
+    principal = await _signed_in_or_login(request)
+    if isinstance(principal, Response):
+        return principal
     return templates.TemplateResponse(request, "index.html")
 
 
 async def alerts_page(request: Request) -> Response:
+    principal = await _signed_in_or_login(request)
+    if isinstance(principal, Response):
+        return principal
     return templates.TemplateResponse(request, "alerts.html", {"nav": "alerts"})
 
 
 async def server_page(request: Request) -> Response:
+    principal = await _signed_in_or_login(request)
+    if isinstance(principal, Response):
+        return principal
     server_id = api.server_id_param(request.path_params["id"])
-    if await request.app.state.live.summary(server_id) is None:
-        raise APIError(404, "not_found", f"no server {server_id!r}")
+    await api.own_server(request, principal, server_id)
     return templates.TemplateResponse(request, "server.html", {"server_id": server_id})
 
 

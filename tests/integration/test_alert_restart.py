@@ -15,7 +15,7 @@ from aiohttp import web
 from agent.runner import Agent
 from agent.settings import AgentSettings
 from connectors.kafka import KafkaSettings
-from tests.conftest import drop_keys, eventually, make_stack, sim_servers
+from tests.conftest import bearer, drop_keys, eventually, make_admin, make_stack, sim_servers
 from tests.integration.test_alerts import create_rule, in_state, rule_id
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,9 @@ async def test_worker_restart_keeps_alert_state_and_notifies_once(
     url, received = receiver
     stack = await asyncio.to_thread(make_stack, tmp_path, "restart", webhook_urls=[url])
     try:
-        async with httpx.AsyncClient(base_url=stack.endpoints.ui_url, timeout=10) as api:
+        admin = await make_admin(stack.endpoints.sql_url)
+        async with httpx.AsyncClient(base_url=stack.endpoints.ui_url, timeout=10,
+                                     headers=bearer(admin.token)) as api:
             sim = sim_servers(1)[0]
             server, rule = sim.server_id, rule_id("restart")
             await create_rule(api, id=rule, expr="cpu.total > 95", clear=50,

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.conftest import FleetFactory, eventually, sim_servers
+from tests.conftest import Admin, FleetFactory, eventually, sim_servers
 
 
 def rule_id(name: str) -> str:
@@ -58,7 +58,7 @@ async def alert_events(api: httpx.AsyncClient, server: str, rule: str, want: set
 
 
 async def test_alert_fires_is_acknowledged_and_resolves(
-        api: httpx.AsyncClient, fleet: FleetFactory) -> None:
+        api: httpx.AsyncClient, fleet: FleetFactory, admin: Admin) -> None:
     sim = sim_servers(1)[0]
     server = sim.server_id
     rule = rule_id("cpu")
@@ -78,32 +78,33 @@ async def test_alert_fires_is_acknowledged_and_resolves(
     assert [e["seq"] for e in seen] == sorted(e["seq"] for e in seen)
 
     alert = firing["alert_id"]
-    no_comment = await api.post(f"/api/v1/alerts/{alert}/ack", json={"actor": "ana"})
+    no_comment = await api.post(f"/api/v1/alerts/{alert}/ack", json={})
     assert no_comment.status_code == 400 and "comment" in no_comment.json()["error"]["message"]
-    blank = await api.post(f"/api/v1/alerts/{alert}/ack", json={"actor": "ana", "comment": " "})
+    blank = await api.post(f"/api/v1/alerts/{alert}/ack", json={"comment": " "})
     assert blank.status_code == 400
     instant = await api.post(f"/api/v1/alerts/{alert}/ack",
-                             json={"actor": "ana", "comment": "c", "expires_s": 0})
+                             json={"comment": "c", "expires_s": 0})
     assert instant.status_code == 400 and "expires_s" in instant.json()["error"]["message"]
     ack = await api.post(f"/api/v1/alerts/{alert}/ack",
-                         json={"actor": "ana", "comment": "looking at it", "expires_s": "1h"})
+                         json={"comment": "looking at it", "expires_s": "1h"})
     assert ack.status_code == 202, ack.text
     acked = await eventually(lambda: in_state(api, server, rule, "acknowledged"), timeout=20)
-    assert acked["acked_by"] == "ana" and acked["ack_comment"] == "looking at it"
+    assert acked["acked_by"] == admin.username and acked["ack_comment"] == "looking at it"
     assert acked["ack_expires_at"] is not None
-    again = await api.post(f"/api/v1/alerts/{alert}/ack", json={"actor": "bo", "comment": "x"})
-    assert again.status_code == 409 and "ana" in again.json()["error"]["message"]
+    again = await api.post(f"/api/v1/alerts/{alert}/ack", json={"comment": "x"})
+    assert again.status_code == 409 and admin.username in again.json()["error"]["message"]
 
     sim.force("ok", 600)
     resolved = await eventually(lambda: in_state(api, server, rule, "resolved"), timeout=30)
     assert resolved["acked_by"] is None and resolved["previous"] == "acknowledged"
-    late = await api.post(f"/api/v1/alerts/{alert}/ack", json={"actor": "a", "comment": "c"})
+    late = await api.post(f"/api/v1/alerts/{alert}/ack", json={"comment": "c"})
     assert late.status_code == 409
 
     detail = (await api.get(f"/api/v1/alerts/{alert}")).json()
     steps = [(h["transition"], h["actor"], h["reason"]) for h in detail["history"]]
     assert steps == [("pending", None, None), ("firing", None, None),
-                     ("acknowledged", "ana", "looking at it"), ("resolved", None, None)]
+                     ("acknowledged", admin.username, "looking at it"),
+                     ("resolved", None, None)]
     marks = (await api.get(f"/api/v1/servers/{server}/alert-events",
                            params={"range": "15m"})).json()["events"]
     assert [m["transition"] for m in marks if m["rule_id"] == rule] == [s[0] for s in steps]
@@ -139,7 +140,7 @@ async def test_silenced_alert_is_shown_marked_and_not_notified(
     rule = rule_id("load")
     created = await api.post("/api/v1/alerts/silences", json={
         "matchers": [{"label": "server_id", "value": server}], "duration_s": "10m",
-        "created_by": "ana", "comment": "maintenance window"})
+        "comment": "maintenance window"})
     assert created.status_code == 201, created.text
     silence = created.json()["silence"]
     await create_rule(api, id=rule, expr="cpu.total >= 0",
@@ -151,8 +152,7 @@ async def test_silenced_alert_is_shown_marked_and_not_notified(
     listed = (await api.get("/api/v1/alerts/silences")).json()["silences"]
     assert silence["id"] in {s["id"] for s in listed}
 
-    expired = await api.delete(f"/api/v1/alerts/silences/{silence['id']}",
-                               params={"actor": "ana"})
+    expired = await api.delete(f"/api/v1/alerts/silences/{silence['id']}")
     assert expired.status_code == 200
 
     async def unsilenced() -> dict[str, Any] | None:
@@ -190,10 +190,10 @@ async def test_bad_rules_and_requests_get_clear_errors(api: httpx.AsyncClient) -
                                headers={"origin": "http://evil.example"}), 403)
     assert "ends_at" in await error(await api.post("/api/v1/alerts/silences", json={
         "matchers": [{"label": "server_id", "value": "x"}], "duration_s": 60,
-        "ends_at": "2099-01-01T00:00:00Z", "created_by": "ana", "comment": "c"}), 400)
+        "ends_at": "2099-01-01T00:00:00Z", "comment": "c"}), 400)
     assert "ends_at" in await error(await api.post("/api/v1/alerts/silences", json={
         "matchers": [{"label": "server_id", "value": "x"}], "ends_at": "2999-01-01T00:00:00Z",
-        "created_by": "ana", "comment": "c"}), 400)
+        "comment": "c"}), 400)
     rule = rule_id("dup")
     await create_rule(api, id=rule, expr="cpu.total > 99")
     assert "exists" in await error(await api.post(rules, json={"id": rule,
@@ -201,16 +201,14 @@ async def test_bad_rules_and_requests_get_clear_errors(api: httpx.AsyncClient) -
     assert "differs" in await error(await api.put(f"{rules}/{rule}", json={
         "id": "other", "expr": "cpu.total > 1"}), 400)
     await error(await api.post("/api/v1/alerts/0123abcd/ack",
-                               json={"actor": "a", "comment": "b"}), 404)
+                               json={"comment": "b"}), 404)
     assert "state" in await error(await api.get("/api/v1/alerts",
                                                 params={"state": "burning"}), 400)
     assert "comment" in await error(await api.post("/api/v1/alerts/silences", json={
-        "matchers": [{"label": "server_id", "value": "x"}], "duration_s": 60,
-        "created_by": "ana"}), 400)
+        "matchers": [{"label": "server_id", "value": "x"}], "duration_s": 60}), 400)
     assert "matchers" in await error(await api.post("/api/v1/alerts/silences", json={
-        "matchers": [], "duration_s": 60, "created_by": "ana", "comment": "c"}), 400)
-    assert "actor" in await error(await api.delete("/api/v1/alerts/silences/abc"), 400)
-    await error(await api.delete("/api/v1/alerts/silences/abc", params={"actor": "a"}), 404)
+        "matchers": [], "duration_s": 60, "comment": "c"}), 400)
+    await error(await api.delete("/api/v1/alerts/silences/abc"), 404)
     assert "rules file" in await error(await api.put(f"{rules}/cpu-high", json={
         "expr": "cpu.total > 99"}), 409)  # shipped rules are changed in the file
     assert "rules file" in await error(await api.delete(f"{rules}/cpu-high"), 409)

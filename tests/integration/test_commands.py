@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,41 +24,16 @@ from agent.commands import CommandListener, EventSender
 from agent.executor import Executor, ReplayGuard
 from connectors.kafka import KafkaSettings, producer
 from connectors.keystore import load_or_create
-from connectors.sql import SQLSettings, SQLStore
+from connectors.sql import SQLStore
 from fleetdeck.stack import EmbeddedStack
 from schemas.commands import Command, CommandRecord, CommandStatus, PingParams, SignedCommand
 from schemas.envelope import utcnow
 from schemas.identity import Role
 from schemas.topics import COMMANDS
-from tests.conftest import FleetFactory, eventually, sim_servers
-from ui.auth import new_token
+from tests.conftest import FleetFactory, Tokens, bearer, eventually, sim_servers
 
 pytestmark = pytest.mark.integration
 
-Tokens = Callable[..., Awaitable[str]]
-
-
-@pytest.fixture
-async def sql(stack: EmbeddedStack) -> AsyncIterator[SQLStore]:
-    store = SQLStore(SQLSettings(url=stack.endpoints.sql_url))
-    await store.migrate()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-def token(sql: SQLStore) -> Tokens:
-    async def make(tenant: str, role: Role, name: str) -> str:
-        text, record = new_token(tenant, role, name, "test", timedelta(hours=1))
-        await sql.create_tenant(tenant, tenant)
-        await sql.create_token(record)
-        return text
-
-    return make
-
-
-def bearer(text: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {text}"}
 
 
 @contextlib.asynccontextmanager
@@ -84,7 +59,9 @@ async def command_agents(stack: EmbeddedStack, servers: dict[str, str],
 
 
 async def fleet_of(fleet: FleetFactory, api: httpx.AsyncClient, count: int,
-                   tenant: str = "default") -> list[str]:
+                   tenant: str = "default", as_token: str | None = None) -> list[str]:
+    """``count`` simulated servers of ``tenant``, once the API lists them (to ``api``'s
+    caller, or to ``as_token``'s)."""
     servers = sim_servers(count)
     for s in servers:
         s.tenant = tenant
@@ -92,7 +69,8 @@ async def fleet_of(fleet: FleetFactory, api: httpx.AsyncClient, count: int,
     ids = [s.server_id for s in servers]
 
     async def visible() -> bool:
-        resp = await api.get("/api/v1/servers")
+        resp = await api.get("/api/v1/servers",
+                             headers=None if as_token is None else bearer(as_token))
         seen = {s["server_id"] for s in resp.json()["servers"]}
         return set(ids) <= seen
 
@@ -149,13 +127,13 @@ async def test_ping_is_signed_acked_run_and_audited(
         "command.create", "olivia", "checking the agent")
 
 
-async def test_bad_requests_get_clear_errors(api: httpx.AsyncClient, fleet: FleetFactory,
-                                             token: Tokens) -> None:
+async def test_bad_requests_get_clear_errors(api: httpx.AsyncClient, anon: httpx.AsyncClient,
+                                             fleet: FleetFactory, token: Tokens) -> None:
     [server] = await fleet_of(fleet, api, 1)
     operator = await token("default", Role.OPERATOR, "olivia")
     viewer = await token("default", Role.VIEWER, "vic")
     cases = [
-        (await api.post("/api/v1/commands", json={}), 401, "unauthenticated"),
+        (await anon.post("/api/v1/commands", json={}), 401, "sign in"),
         (await send(api, viewer, server), 403, "needs the operator role"),
         (await send(api, operator, server, reason=""), 400, "reason"),
         (await send(api, operator, server, type="REBOOT"), 400, "unknown command type"),
@@ -174,10 +152,10 @@ async def test_bad_requests_get_clear_errors(api: httpx.AsyncClient, fleet: Flee
 async def test_tenants_cannot_see_or_command_each_other(
         api: httpx.AsyncClient, fleet: FleetFactory, token: Tokens, tmp_path: Path,
         stack: EmbeddedStack) -> None:
-    [ours] = await fleet_of(fleet, api, 1, tenant="default")
-    [theirs] = await fleet_of(fleet, api, 1, tenant="beta")
     alpha = await token("default", Role.ADMIN, "ann")
     beta = await token("beta", Role.ADMIN, "bea")
+    [ours] = await fleet_of(fleet, api, 1, tenant="default")
+    [theirs] = await fleet_of(fleet, api, 1, tenant="beta", as_token=beta)
     async with command_agents(stack, {ours: "default", theirs: "beta"}, tmp_path):
         mine = (await send(api, alpha, ours)).json()["command"]["command"]["id"]
         await reaches(api, alpha, mine, "succeeded")
@@ -256,8 +234,8 @@ async def test_agents_refuse_forged_expired_misrouted_and_replayed_commands(
 async def test_approval_needs_another_approver(
         api: httpx.AsyncClient, fleet: FleetFactory, token: Tokens, sql: SQLStore,
         tmp_path: Path, stack: EmbeddedStack) -> None:
-    [server] = await fleet_of(fleet, api, 1, tenant="gamma")
     requester = await token("gamma", Role.APPROVER, "rita")
+    [server] = await fleet_of(fleet, api, 1, tenant="gamma", as_token=requester)
     other = await token("gamma", Role.APPROVER, "otto")
     operator = await token("gamma", Role.OPERATOR, "opal")
     await sql.set_policy("gamma", "PING", True)

@@ -57,26 +57,6 @@ export function fmtDateTime(iso) {
   return ms === null ? "–" : new Date(ms).toLocaleString();
 }
 
-// ---- the operator's name, remembered between visits ----------------------------------
-
-const ACTOR_KEY = "fleetdeck.actor";
-
-export function recallActor() {
-  try {
-    return localStorage.getItem(ACTOR_KEY) ?? "";
-  } catch {
-    return "";
-  }
-}
-
-export function rememberActor(name) {
-  try {
-    localStorage.setItem(ACTOR_KEY, name);
-  } catch {
-    // storage disabled: the name is asked again next time
-  }
-}
-
 // ---- writes -------------------------------------------------------------------------
 
 // Sends `body` as JSON with `method`. Returns {ok: true, status, body} or, after showing

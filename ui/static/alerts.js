@@ -4,7 +4,7 @@
 // changes when the alert's next event arrives.
 import { clearError, collator, fmtAgo, fmtNum, getJSON, openStream } from "./app.js";
 import {
-  fmtDateTime, fmtSpan, parseAlert, parseAlerts, parseTime, recallActor, rememberActor, sendJSON,
+  fmtDateTime, fmtSpan, parseAlert, parseAlerts, parseTime, sendJSON,
 } from "./alerts-common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -244,7 +244,6 @@ function refilterServer() {
 
 const ackDialog = $("ack-dialog");
 const ackForm = $("ack-form");
-const ackActor = $("ack-actor");
 const ackComment = $("ack-comment");
 const ackExpires = $("ack-expires");
 const ackSubmit = $("ack-submit");
@@ -276,33 +275,27 @@ function openAck(a, mode) {
   ackSubmit.textContent = mode === "ack" ? "Acknowledge" : "Un-acknowledge";
   $("ack-alert").textContent = describe(a);
   for (const el of ackDialog.querySelectorAll(".ack-expires-field")) el.hidden = mode !== "ack";
-  ackActor.value = ackActor.value || recallActor();
   ackComment.value = "";
   ackExpires.value = "";
-  ackActor.removeAttribute("aria-invalid");
   ackComment.removeAttribute("aria-invalid");
   formMessage(ackMessage, "");
   ackSubmit.disabled = false;
   ackDialog.showModal();
-  (ackActor.value ? ackComment : ackActor).focus();
+  ackComment.focus();
 }
 
 async function submitAck(event) {
   event.preventDefault();
   if (!ackTarget) return;
-  const actor = ackActor.value.trim();
   const comment = ackComment.value.trim();
-  invalid(ackActor, !actor);
   invalid(ackComment, !comment);
-  if (!actor || !comment) {
-    const missing = [!actor && "your name", !comment && "a comment"].filter(Boolean).join(" and ");
-    formMessage(ackMessage, `Please enter ${missing}.`);
-    (!actor ? ackActor : ackComment).focus();
+  if (!comment) {
+    formMessage(ackMessage, "Please enter a comment.");
+    ackComment.focus();
     return;
   }
-  rememberActor(actor);
   const { alert: a, mode } = ackTarget;
-  const body = { actor, comment };
+  const body = { comment };
   if (mode === "ack" && ackExpires.value) body.expires_s = Number(ackExpires.value);
   ackSubmit.disabled = true;
   formMessage(ackMessage, "Sending…", "info");
@@ -390,7 +383,6 @@ const silencesTable = $("silences-table");
 const silenceForm = $("silence-form");
 const matchersBox = $("silence-matchers");
 const matcherTemplate = $("matcher-row-template");
-const silenceCreatedBy = $("silence-created-by");
 const silenceComment = $("silence-comment");
 const silenceDuration = $("silence-duration");
 const silenceMessage = $("silence-message");
@@ -492,10 +484,9 @@ function silenceAlert(a) {
   matchersBox.replaceChildren();
   addMatcher("server_id", "=", a.server_id);
   addMatcher("rule_id", "=", a.rule_id);
-  silenceCreatedBy.value = silenceCreatedBy.value || recallActor();
   formMessage(silenceMessage, "");
   silenceForm.scrollIntoView({ behavior: "smooth", block: "center" });
-  (silenceCreatedBy.value ? silenceComment : silenceCreatedBy).focus({ preventScroll: true });
+  silenceComment.focus({ preventScroll: true });
 }
 
 async function submitSilence(event) {
@@ -513,27 +504,23 @@ async function submitSilence(event) {
       value,
     });
   }
-  const createdBy = silenceCreatedBy.value.trim();
   const comment = silenceComment.value.trim();
-  invalid(silenceCreatedBy, !createdBy);
   invalid(silenceComment, !comment);
   const problems = [
     !matchers.length && "at least one matcher",
     bad && "a value for every matcher",
-    !createdBy && "your name",
     !comment && "a comment",
   ].filter(Boolean);
   if (problems.length) {
     const list = problems.length > 1 ? `${problems.slice(0, -1).join(", ")} and ${problems.at(-1)}` : problems[0];
     formMessage(silenceMessage, `Please enter ${list}.`);
-    (bad ?? (!createdBy ? silenceCreatedBy : silenceComment)).focus();
+    (bad ?? silenceComment).focus();
     return;
   }
-  rememberActor(createdBy);
   silenceSubmit.disabled = true;
   formMessage(silenceMessage, "Sending…", "info");
   const result = await sendJSON("POST", "/api/v1/alerts/silences", {
-    matchers, duration_s: Number(silenceDuration.value), created_by: createdBy, comment,
+    matchers, duration_s: Number(silenceDuration.value), comment,
   });
   silenceSubmit.disabled = false;
   if (!result.ok) {
@@ -554,7 +541,6 @@ $("silence-add-matcher").addEventListener("click", () => addMatcher().querySelec
 
 // expire
 const expireDialog = $("expire-dialog");
-const expireActor = $("expire-actor");
 const expireMessage = $("expire-message");
 const expireSubmit = $("expire-submit");
 let expireTarget = null;
@@ -563,27 +549,17 @@ function openExpire(s) {
   expireTarget = s;
   expireDialog.dataset.silenceId = s.id;
   $("expire-silence").textContent = `${s.id}: ${(s.matchers ?? []).map(fmtMatcher).join(" ")}`;
-  expireActor.value = expireActor.value || recallActor();
-  expireActor.removeAttribute("aria-invalid");
   formMessage(expireMessage, "");
   expireSubmit.disabled = false;
   expireDialog.showModal();
-  (expireActor.value ? expireSubmit : expireActor).focus();
+  expireSubmit.focus();
 }
 
 async function submitExpire(event) {
   event.preventDefault();
   if (!expireTarget) return;
-  const actor = expireActor.value.trim();
-  invalid(expireActor, !actor);
-  if (!actor) {
-    formMessage(expireMessage, "Please enter your name.");
-    expireActor.focus();
-    return;
-  }
-  rememberActor(actor);
   expireSubmit.disabled = true;
-  const url = `/api/v1/alerts/silences/${encodeURIComponent(expireTarget.id)}?actor=${encodeURIComponent(actor)}`;
+  const url = `/api/v1/alerts/silences/${encodeURIComponent(expireTarget.id)}`;
   const result = await sendJSON("DELETE", url);
   expireSubmit.disabled = false;
   if (!result.ok) {
@@ -607,7 +583,6 @@ filterState.addEventListener("change", refilter);
 filterSeverity.addEventListener("change", refilter);
 filterServer.addEventListener("input", refilterServer);
 addMatcher();
-silenceCreatedBy.value = recallActor();
 updateView();
 setInterval(tick, 1000);
 
