@@ -7,6 +7,7 @@ import logging
 import signal
 from pathlib import Path
 
+from agent.enroll import apply_enrollment
 from agent.runner import Agent, Source
 from agent.settings import AgentSettings
 
@@ -34,7 +35,7 @@ async def run(*, simulate: int = 0, local: bool = True, watch: list[str] | None 
         overrides["watch"] = watch
     if interval is not None:
         overrides["interval_s"] = interval
-    settings = AgentSettings(**overrides)  # type: ignore[arg-type]
+    settings = apply_enrollment(AgentSettings(**overrides))  # type: ignore[arg-type]
     sources = build_sources(settings, simulate=simulate, local=local)
     agent = Agent(settings, sources)
     log.info("agent started", extra={"server_id": settings.server_id, "simulated": simulate,

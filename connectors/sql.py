@@ -27,6 +27,7 @@ from connectors.sql_base import Base, SQLError, SQLSettings, alembic_config
 from connectors.sql_commands import AuditEntry, CommandStore
 from connectors.sql_identity import (
     ApiToken,
+    Enrolled,
     Enrollment,
     IdentityStore,
     Server,
@@ -40,6 +41,7 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
+    "Enrolled",
     "Enrollment",
     "Notification",
     "SQLError",

@@ -85,6 +85,15 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Enrolled:
+    """What :meth:`IdentityStore.enroll_server` did."""
+
+    tenant: str | None  # the token's tenant; None: the token is unknown, used or expired
+    conflict: bool = False  # the server id is enrolled in another tenant (nothing changed)
+    new: bool = False  # the server was not in the registry before
+
+
+@dataclass(frozen=True)
 class Enrollment:
     """A one-time token that lets a new server join ``tenant``."""
 
@@ -336,6 +345,38 @@ class IdentityStore(StoreBase):
         tenant = await self._scalar("use enrollment", statement)
         return None if tenant is None else str(tenant)
 
+    async def enroll_server(self, token_id: str, secret_hash: str, server: Server,
+                            at: datetime) -> Enrolled:
+        """Spend the enrollment token (as :meth:`use_enrollment`) and record ``server`` in
+        the token's tenant (``server.tenant`` is ignored), in one transaction. A server id
+        already enrolled in another tenant is a conflict: nothing changes and the token stays
+        unspent. A re-enrollment in the same tenant replaces what the registry said."""
+        e = EnrollmentRow
+        spend = (update(e)
+                 .where(e.id == token_id, e.secret_hash == secret_hash, e.used_at.is_(None),
+                        e.expires_at > at)
+                 .values(used_at=at, server_id=server.id).returning(e.tenant))
+        try:
+            async with self._tx("enroll server") as conn:
+                tenant = (await conn.execute(spend)).scalar()
+                if tenant is None:
+                    return Enrolled(None)
+                values = {**asdict(server), "tenant": str(tenant),
+                          "capabilities": list(server.capabilities)}
+                insert = self._insert(ServerRow).values(values)
+                if (await conn.execute(insert.on_conflict_do_nothing())).rowcount:
+                    return Enrolled(str(tenant), new=True)
+                # the row exists: replace it only when it is this tenant's (atomic per row)
+                replace = insert.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={k: insert.excluded[k] for k in values if k not in ("id", "tenant")},
+                    where=ServerRow.tenant == str(tenant)).returning(ServerRow.id)
+                if (await conn.execute(replace)).first() is None:
+                    raise _Taken(str(tenant))  # rolls the spent token back
+                return Enrolled(str(tenant))
+        except _Taken as taken:
+            return Enrolled(taken.tenant, conflict=True)
+
     # helpers
 
     async def _first(self, what: str, kind: type[R], row: type[Base], *where: Any) -> R | None:
@@ -349,6 +390,14 @@ class IdentityStore(StoreBase):
         order_by = order if isinstance(order, tuple) else (order,)
         query = select(*_columns(kind, row)).where(*where).order_by(*order_by)
         return [kind(*found) for found in await self._rows(what, query)]
+
+
+class _Taken(Exception):
+    """Raised inside the enrollment transaction to roll it back."""
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(tenant)
+        self.tenant = tenant
 
 
 def _columns(kind: type[Any], row: type[Base]) -> list[Any]:

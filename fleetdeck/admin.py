@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from connectors.sql import SQLError, SQLSettings, SQLStore
+from schemas.alerts import parse_duration
 from schemas.audit import AuditEvent
 from schemas.envelope import ID_PATTERN
 from schemas.identity import Role
@@ -32,6 +33,8 @@ users_app = typer.Typer(help="Users and their roles per tenant.", no_args_is_hel
 tokens_app = typer.Typer(help="API tokens (stored hashed; shown once).", no_args_is_help=True)
 tenants_app = typer.Typer(help="Tenants.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+enroll_app = typer.Typer(help="One-time enrollment tokens for new agents (shown once).",
+                         no_args_is_help=True)
 policies_app = typer.Typer(help="Which command types need an approval.", no_args_is_help=True)
 
 Tenant = Annotated[str, typer.Option("--tenant", help="Tenant id")]
@@ -189,6 +192,38 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(help="Token id")],
     typer.echo(f"token {token_id} revoked")
 
 
+@enroll_app.command("create")
+def enroll_create(
+    tenant: Tenant,
+    ttl: Annotated[str, typer.Option(help="Expiry, e.g. 30m, 1h, 2d (at most 7d)")] = "1h",
+    note: Annotated[str, typer.Option(help="What it is for (kept in the audit log)")] = "",
+) -> None:
+    """Create a one-time enrollment token; its text is printed once, on stdout."""
+    from ui.enrollment import MAX_TTL, new_enrollment
+
+    _id(tenant, "tenant")
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ttl") from None
+    if not 60 <= seconds <= MAX_TTL.total_seconds():
+        raise typer.BadParameter("between 1m and 7d", param_hint="--ttl")
+    text, record = new_enrollment(tenant, actor(), timedelta(seconds=seconds))
+
+    async def work(sql: SQLStore) -> None:
+        await sql.create_tenant(tenant, tenant)
+        await sql.create_enrollment(record)
+        await sql.append_audit([AuditEvent(
+            tenant=tenant, actor=actor(), action="enrollment.create",
+            target=f"enrollment:{record.id}", reason=note[:2000],
+            after={"expires_at": record.expires_at.isoformat()})])
+
+    run(work)
+    console.print(f"enrollment token {record.id} for tenant {tenant}, one use, expires "
+                  f"{record.expires_at:%Y-%m-%d %H:%M} UTC (shown once):")
+    typer.echo(text)
+
+
 @policies_app.command("set")
 def policies_set(command_type: Annotated[str, typer.Argument(help="Command type, e.g. PING")],
                  tenant: Tenant,
@@ -236,5 +271,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(tenants_app, name="tenants")
     app.add_typer(users_app, name="users")
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(enroll_app, name="enroll")
     app.add_typer(policies_app, name="policies")
     app.add_typer(audit_app, name="audit")

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from fleetdeck import admin, logs
+from schemas.envelope import ID_PATTERN
 
 app = typer.Typer(help="FleetDeck: a control plane for fleets of Linux servers.",
                   no_args_is_help=True, add_completion=False)
 schemas_app = typer.Typer(help="Message schemas for integrators.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks; each prints one JSON object on its last line.",
                         no_args_is_help=True)
+agent_app = typer.Typer()
+app.add_typer(agent_app, name="agent")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(bench_app, name="bench")
 admin.register(app)
@@ -49,8 +53,9 @@ def up(
     raise typer.Exit(run_up(settings, simulate=simulate, watch=watch or []))
 
 
-@app.command()
+@agent_app.callback(invoke_without_command=True)
 def agent(
+    ctx: typer.Context,
     simulate: Annotated[int, typer.Option(min=0, max=20000,
                                           help="Run N synthetic servers too")] = 0,
     local: Annotated[bool, typer.Option(help="Sample this machine")] = True,
@@ -61,7 +66,12 @@ def agent(
     seconds: Annotated[float | None, typer.Option(min=1, help="Stop after this long")] = None,
     log_level: LogLevel = "info", log_format: LogFormat = "json",
 ) -> None:
-    """Sample this machine (and/or simulated servers) and publish to Kafka."""
+    """Sample this machine (and/or simulated servers) and publish to Kafka.
+
+    Once enrolled (`fleetdeck agent enroll`) it also takes signed commands.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     _check_logging(log_level, log_format)
     from agent.main import run
 
@@ -70,6 +80,40 @@ def agent(
         raise typer.BadParameter("nothing to sample: give --simulate N or drop --no-local")
     asyncio.run(run(simulate=simulate, local=local, watch=watch, interval=interval,
                     seconds=seconds))
+
+
+@agent_app.command("enroll")
+def agent_enroll(
+    url: Annotated[str, typer.Option(help="The control plane, e.g. https://fleet.example.com")],
+    token: Annotated[str, typer.Option(help="One-time enrollment token (fde_…)",
+                                       envvar="FLEETDECK_ENROLL_TOKEN")],
+    server_id: Annotated[str | None, typer.Option(
+        help="Enroll as this server id (default: FLEETDECK_AGENT_SERVER_ID, else the control "
+        "plane takes the host name)")] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        help="Where the pin and enrollment go (default: FLEETDECK_AGENT_STATE_DIR or "
+        ".fleetdeck/agent)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Enroll again, replacing the "
+                                        "pinned control-plane key")] = False,
+) -> None:
+    """Enroll this agent: get its server id and tenant, and pin the control plane's key."""
+    from agent.enroll import EnrollError, enroll, plain_http_risk
+    from agent.settings import AgentSettings
+
+    if server_id is not None and not re.fullmatch(ID_PATTERN, server_id):
+        raise typer.BadParameter("letters, digits and . _ : - (at most 128)",
+                                 param_hint="--server-id")
+    settings = AgentSettings() if state_dir is None else AgentSettings(state_dir=state_dir)
+    if plain_http_risk(url):
+        typer.echo("fleetdeck: warning: the key is fetched over plain HTTP from another "
+                   "machine; use https:// unless the network path is trusted", err=True)
+    try:
+        done = enroll(url, token, settings, server_id=server_id, force=force)
+    except EnrollError as exc:
+        typer.echo(f"fleetdeck: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"enrolled as server {done.server_id} in tenant {done.tenant}; pinned "
+               f"control-plane key {done.key_id} in {settings.state_dir}")
 
 
 @app.command()

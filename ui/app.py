@@ -24,7 +24,7 @@ from connectors.errors import ConnectorError
 from connectors.redis_live import LiveStreams
 from connectors.sql import SQLError, SQLStore
 from connectors.victoriametrics import VMClient
-from ui import alerts_api, api, audit_api, commands_api, identity_api
+from ui import alerts_api, api, audit_api, commands_api, enroll_api, identity_api
 from ui.auth import Principal, authenticate
 from ui.errors import http_error, upstream_error
 from ui.settings import UISettings
@@ -179,6 +179,10 @@ def create_app(settings: UISettings) -> Starlette:
         Route("/api/v1/tokens/{id}", identity_api.revoke_token, methods=["DELETE"]),
         Route("/api/v1/policies", identity_api.list_policies),
         Route("/api/v1/policies/{type}", identity_api.set_policy, methods=["PUT"]),
+        Route("/api/v1/enrollment-tokens", enroll_api.create_enrollment_token,
+              methods=["POST"]),
+        Route("/api/v1/agents/enroll", enroll_api.enroll, methods=["POST"]),
+        Route("/api/v1/agents", enroll_api.list_agents),
         Route("/api/v1/openapi.json", openapi, include_in_schema=False),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

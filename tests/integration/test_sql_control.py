@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from connectors.sql import (
     ApiToken,
     Base,
+    Enrolled,
     Enrollment,
     Server,
     Session,
@@ -507,3 +508,35 @@ async def test_enrollment_is_one_time_and_expires(store: SQLStore) -> None:
                                      for i in range(5)))
     assert won.count("acme") == 1 and won.count(None) == 4  # exactly one server joins
     assert await store.use_enrollment("e1", "ab" * 32, "srv-9", now) is None  # used
+
+
+async def test_enroll_server_spends_the_token_and_never_takes_another_tenants_server(
+        store: SQLStore) -> None:
+    def enrollment(token_id: str, tenant: str) -> Enrollment:
+        return Enrollment(id=token_id, tenant=tenant, secret_hash="ab" * 32, created_by="admin",
+                          created_at=T0, expires_at=T0 + timedelta(hours=1), used_at=None,
+                          server_id=None)
+
+    def server(agent_version: str = "0.1.0") -> Server:
+        return Server(id="srv-1", tenant="ignored", hostname="web-1",
+                      agent_version=agent_version, os="Debian 12", capabilities=("PING",),
+                      enrolled_at=T0, last_seen_at=T0)
+
+    now = T0 + timedelta(minutes=5)
+    for token_id, tenant in (("a1", "acme"), ("a2", "acme"), ("g1", "globex")):
+        await store.create_enrollment(enrollment(token_id, tenant))
+    assert await store.enroll_server("a1", "cd" * 32, server(), now) == Enrolled(None)
+    assert await store.enroll_server("a1", "ab" * 32, server(), now) == Enrolled("acme", new=True)
+    assert await store.enroll_server("a1", "ab" * 32, server(), now) == Enrolled(None)  # used
+    found = await store.get_server("srv-1")
+    assert found is not None and found.tenant == "acme"
+
+    taken = await store.enroll_server("g1", "ab" * 32, server("9.9"), now)
+    assert taken == Enrolled("globex", conflict=True)
+    assert await store.get_server("srv-1") == found  # unchanged
+    assert await store.use_enrollment("g1", "ab" * 32, "srv-2", now) == "globex"  # not spent
+
+    again = await store.enroll_server("a2", "ab" * 32, server("0.2.0"), now)
+    assert again == Enrolled("acme")
+    updated = await store.get_server("srv-1")
+    assert updated is not None and (updated.tenant, updated.agent_version) == ("acme", "0.2.0")
