@@ -61,6 +61,11 @@ class Endpoints:
     alert_rules_file: str = ""
     webhook_urls: list[str] = field(default_factory=list)
     keys_dir: str = ""
+    api_token: str = ""  # a bearer token for clients of the UI's API (benches)
+
+    def auth(self) -> dict[str, str]:
+        """Headers that authenticate a client of the UI's API with ``api_token``."""
+        return {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
 
     def env(self) -> dict[str, str]:
         """Environment that points FleetDeck processes at these endpoints."""

@@ -24,7 +24,7 @@ from connectors.errors import ConnectorError
 from connectors.redis_live import LiveStreams
 from connectors.sql import SQLError, SQLStore
 from connectors.victoriametrics import VMClient
-from ui import alerts_api, api, audit_api, commands_api, enroll_api, identity_api
+from ui import alerts_api, api, audit_api, auth, commands_api, enroll_api, identity_api
 from ui.auth import Principal, authenticate
 from ui.errors import http_error, upstream_error
 from ui.settings import UISettings
@@ -119,6 +119,7 @@ def create_app(settings: UISettings) -> Starlette:
         app.state.producer_lock = asyncio.Lock()
         app.state.signing = keystore.load_or_create(settings.keys_dir)
         app.state.login_failures = identity_api.Failures()
+        app.state.credentials = auth.Credentials()
         app.state.file_rules = set()
         if settings.alert_rules_file is not None:  # a bad file stops the start, clearly
             app.state.file_rules = {r.id for r in alerts_api.read_rules_file(

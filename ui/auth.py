@@ -5,6 +5,11 @@ SHA-256 of the secret, the tenant, the role, an optional expiry and a revocation
 session cookie likewise. Passwords are hashed with Argon2id. Every request acts for exactly
 one tenant (the token's, or the one chosen at sign-in); routes ask :func:`require` for the
 role they need, and queries are filtered by ``principal.tenant``.
+
+A credential checked against the store is trusted for :data:`CACHE_TTL_S` seconds
+(:class:`Credentials`), so API calls do not each cost a database round trip: a revocation
+made through this process applies at once, one made elsewhere (another UI process, the CLI)
+within that time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cachetools import TTLCache
 from starlette.requests import Request
 
 from connectors.sql import ApiToken, SQLStore
@@ -29,6 +35,10 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "fd_session"
 TOKEN_PREFIX = "fdt_"
+#: how long a credential checked against the store is trusted before it is checked again
+CACHE_TTL_S = 5.0
+#: credentials remembered at most (the least recently checked go first)
+CACHE_SIZE = 10_000
 _hasher = PasswordHasher()
 
 
@@ -44,6 +54,26 @@ class Principal:
 
     def can(self, needed: Role) -> bool:
         return self.role.allows(needed)
+
+
+class Credentials:
+    """Recently checked credentials: credential id -> (SHA-256 of its secret, the caller)."""
+
+    def __init__(self, ttl_s: float = CACHE_TTL_S, size: int = CACHE_SIZE) -> None:
+        self._known: TTLCache[str, tuple[str, Principal]] = TTLCache(size, ttl_s)
+
+    def get(self, credential_id: str, secret_hash: str) -> Principal | None:
+        found = self._known.get(credential_id)
+        if found is None or not hmac.compare_digest(found[0], secret_hash):
+            return None
+        return found[1]
+
+    def put(self, secret_hash: str, principal: Principal) -> None:
+        self._known[principal.credential_id] = (secret_hash, principal)
+
+    def forget(self, credential_id: str) -> None:
+        """Drop a revoked credential at once."""
+        self._known.pop(credential_id, None)
 
 
 def digest(secret: str) -> str:
@@ -86,28 +116,40 @@ def usable(expires_at: datetime | None, revoked_at: datetime | None, now: dateti
     return revoked_at is None and (expires_at is None or expires_at > now)
 
 
-async def from_token(sql: SQLStore, text: str) -> Principal | None:
+async def from_token(sql: SQLStore, text: str, known: Credentials) -> Principal | None:
     parts = split_token(text)
     if parts is None:
         return None
+    secret_hash = digest(parts[1])
+    cached = known.get(parts[0], secret_hash)
+    if cached is not None:
+        return cached
     token = await sql.get_token(parts[0])
     now = utcnow()
-    if token is None or not hmac.compare_digest(token.secret_hash, digest(parts[1])) \
+    if token is None or not hmac.compare_digest(token.secret_hash, secret_hash) \
             or not usable(token.expires_at, token.revoked_at, now):
         return None
     await sql.touch_token(token.id, now)
-    return Principal(name=token.name or f"token:{token.id}", tenant=token.tenant,
-                     role=Role(token.role), via="token", credential_id=token.id)
+    principal = Principal(name=token.name or f"token:{token.id}", tenant=token.tenant,
+                          role=Role(token.role), via="token", credential_id=token.id)
+    known.put(secret_hash, principal)
+    return principal
 
 
-async def from_session(sql: SQLStore, cookie: str) -> Principal | None:
+async def from_session(sql: SQLStore, cookie: str, known: Credentials) -> Principal | None:
     if not cookie or len(cookie) > 200:
         return None
-    session = await sql.get_session(digest(cookie))
+    session_id = digest(cookie)
+    cached = known.get(session_id, session_id)
+    if cached is not None:
+        return cached
+    session = await sql.get_session(session_id)
     if session is None or not usable(session.expires_at, session.revoked_at, utcnow()):
         return None
-    return Principal(name=session.username, tenant=session.tenant, role=Role(session.role),
-                     via="session", credential_id=session.id)
+    principal = Principal(name=session.username, tenant=session.tenant,
+                          role=Role(session.role), via="session", credential_id=session.id)
+    known.put(session_id, principal)
+    return principal
 
 
 async def authenticate(request: Request) -> Principal | None:
@@ -116,17 +158,18 @@ async def authenticate(request: Request) -> Principal | None:
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     sql: SQLStore = request.app.state.sql
+    known: Credentials = request.app.state.credentials
     header = request.headers.get("authorization", "")
     principal = None
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer":
             raise APIError(401, "unauthenticated", "use Authorization: Bearer <token>")
-        principal = await from_token(sql, value.strip())
+        principal = await from_token(sql, value.strip(), known)
         if principal is None:
             raise APIError(401, "unauthenticated", "the token is unknown, expired or revoked")
     elif SESSION_COOKIE in request.cookies:
-        principal = await from_session(sql, request.cookies[SESSION_COOKIE])
+        principal = await from_session(sql, request.cookies[SESSION_COOKIE], known)
     request.scope["fleetdeck.principal"] = principal
     return principal
 

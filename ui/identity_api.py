@@ -133,6 +133,7 @@ async def sign_out(request: Request) -> Response:
     principal = await authenticate(request)
     if principal is not None and principal.via == "session":
         await request.app.state.sql.revoke_session(principal.credential_id, utcnow())
+        request.app.state.credentials.forget(principal.credential_id)
         await bus.audit(request, AuditEvent(tenant=principal.tenant, actor=principal.name,
                                             action="logout", target=f"user:{principal.name}"))
     response = ORJSONResponse({"signed_out": True})
@@ -190,6 +191,7 @@ async def revoke_token(request: Request) -> Response:
     token_id = request.path_params["id"]
     if not await request.app.state.sql.revoke_token(token_id[:64], principal.tenant, utcnow()):
         raise APIError(404, "not_found", f"no active token {token_id[:64]!r} in your tenant")
+    request.app.state.credentials.forget(token_id[:64])
     await bus.audit(request, AuditEvent(tenant=principal.tenant, actor=principal.name,
                                         action="token.revoke", target=f"token:{token_id[:64]}"))
     return ORJSONResponse({"revoked": token_id})

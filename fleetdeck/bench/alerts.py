@@ -38,7 +38,8 @@ async def measure(endpoints: Endpoints, agents: int, seconds: float, for_s: floa
                   pids: dict[str, int] | None = None) -> dict[str, Any]:
     await wait_until_flowing(endpoints)
     firing: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(base_url=endpoints.ui_url, timeout=None) as client:
+    async with httpx.AsyncClient(base_url=endpoints.ui_url, timeout=None,
+                                     headers=endpoints.auth()) as client:
         rule = {"id": RULE_ID, "name": "Bench CPU", "expr": f"cpu.total > 96 for {for_s}s",
                 "clear": 50, "severity": "critical",
                 "match": [{"label": "server_id", "op": "=~", "value": "sim-.*"}]}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,8 @@ def embedded(parts: Sequence[str], data_dir: Path | None = None,
                     stack.start_streams()
                 if "ui" in parts:
                     stack.start_ui()
+                    stack.endpoints.api_token = asyncio.run(
+                        api_token(stack.endpoints.sql_url, "default", "admin", "bench"))
             yield stack
         finally:
             stack.stop()
@@ -106,9 +110,27 @@ def _drop_keys(endpoints: Endpoints) -> None:
 
 
 def given(kafka: str | None, ui_url: str | None, vm_url: str | None, redis_url: str | None,
-          prefix: str) -> Endpoints | None:
+          prefix: str, token: str | None = None) -> Endpoints | None:
     """Endpoints of running services when the user named them all, else None."""
     if ui_url and (kafka or vm_url) and redis_url:
         return Endpoints(kafka=kafka or "", vm_url=vm_url or "", redis_url=redis_url,
-                         redis_prefix=prefix, ui_url=ui_url)
+                         redis_prefix=prefix, ui_url=ui_url, api_token=token or "")
     return None
+
+
+async def api_token(sql_url: str, tenant: str, role: str, name: str) -> str:
+    """A fresh API token of ``tenant`` with ``role`` in the stack's SQL store (the tenant is
+    created if missing), valid for a day: what a bench acts with on an embedded stack."""
+    from connectors.sql import SQLSettings, SQLStore
+    from schemas.identity import Role
+    from ui.auth import new_token
+
+    sql = SQLStore(SQLSettings(url=sql_url))
+    try:
+        await sql.migrate()
+        await sql.create_tenant(tenant, tenant)
+        text, record = new_token(tenant, Role(role), name, "fleetdeck-bench", timedelta(days=1))
+        await sql.create_token(record)
+    finally:
+        await sql.close()
+    return text

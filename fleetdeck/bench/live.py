@@ -42,7 +42,8 @@ async def wait_until_flowing(endpoints: Endpoints, timeout: float = 120) -> None
     producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka)
     await producer.start()
     try:
-        async with httpx.AsyncClient(base_url=endpoints.ui_url, timeout=None) as client:
+        async with httpx.AsyncClient(base_url=endpoints.ui_url, timeout=None,
+                                     headers=endpoints.auth()) as client:
             watcher = asyncio.create_task(watch(client))
             try:
                 async with asyncio.timeout(timeout):
@@ -98,7 +99,8 @@ async def measure(endpoints: Endpoints, agents: int, seconds: float,
     with Progress(console=console, transient=True) as progress:
         total = seconds + warmup
         task = progress.add_task(f"{agents} agents for {total:.0f} s", total=total)
-        async with httpx.AsyncClient(base_url=endpoints.ui_url, timeout=None) as client:
+        async with httpx.AsyncClient(base_url=endpoints.ui_url, timeout=None,
+                                     headers=endpoints.auth()) as client:
             reader = asyncio.create_task(_read(client, latencies, stages, seen, started + warmup))
             while proc.poll() is None:
                 await asyncio.sleep(0.5)

@@ -69,7 +69,7 @@ async def _register(endpoints: Endpoints, ids: list[str]) -> None:
     keys = RedisKeys(endpoints.redis_prefix)
     client = aioredis.from_url(endpoints.redis_url)
     try:
-        summaries = {i: orjson.dumps({"server_id": i, "hostname": i, "tenant": "bench",
+        summaries = {i: orjson.dumps({"server_id": i, "hostname": i, "tenant": "default",
                                       "health": "OK", "reasons": []}) for i in ids}
         await client.hset(keys.servers, mapping=summaries)  # type: ignore[arg-type]
     finally:
@@ -82,7 +82,7 @@ async def measure(endpoints: Endpoints, ids: list[str], range_text: str,
     api_ms: list[float] = []
     raw_ms: list[float] = []
     rng = random.Random(11)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=endpoints.auth()) as client:
         for _ in range(20):  # warm both paths and their connections
             await _time_pair(client, endpoints, rng.choice(ids), range_text, range_s)
         with Progress(console=console, transient=True) as progress:

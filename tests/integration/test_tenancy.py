@@ -144,3 +144,30 @@ async def test_alerts_silences_and_rules_stay_in_their_tenant(
     await eventually(audited, timeout=20)
     beta_audit = (await api.get("/api/v1/audit", headers=beta)).json()["records"]
     assert all(r["event"]["tenant"] == "beta" for r in beta_audit)
+
+
+async def test_tokens_and_sessions_stop_working_once_revoked(
+        api: httpx.AsyncClient, anon: httpx.AsyncClient, admin: Admin) -> None:
+    made = await api.post("/api/v1/tokens", json={"name": "ci-bot", "role": "viewer",
+                                                  "ttl_s": 3600})
+    assert made.status_code == 201, made.text
+    text, token_id = made.json()["token"], made.json()["id"]
+    assert (await anon.get("/api/v1/servers", headers=bearer(text))).status_code == 200
+    viewer_tokens = await anon.get("/api/v1/tokens", headers=bearer(text))
+    assert viewer_tokens.status_code == 403  # a viewer cannot see tokens
+    assert (await api.delete(f"/api/v1/tokens/{token_id}")).status_code == 200
+    refused = await anon.get("/api/v1/servers", headers=bearer(text))
+    assert refused.status_code == 401  # at once, although the token was just used
+    wrong = text[:-4] + ("AAAA" if not text.endswith("AAAA") else "BBBB")
+    assert (await anon.get("/api/v1/servers", headers=bearer(wrong))).status_code == 401
+
+    signed = await anon.post("/api/v1/session", json={"username": admin.username,
+                                                      "password": admin.password})
+    assert signed.status_code == 200, signed.text
+    me = await anon.get("/api/v1/me")
+    assert me.status_code == 200 and me.json()["me"]["name"] == admin.username
+    assert (await anon.delete("/api/v1/session")).status_code == 200
+    assert (await anon.get("/api/v1/me")).status_code == 401
+    bad = await anon.post("/api/v1/session", json={"username": admin.username,
+                                                   "password": "not-it"})
+    assert bad.status_code == 401 and "wrong user name or password" in bad.text
