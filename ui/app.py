@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,7 +27,7 @@ from connectors.sql import SQLError, SQLStore
 from connectors.victoriametrics import VMClient
 from ui import alerts_api, api, audit_api, auth, commands_api, enroll_api, identity_api
 from ui.auth import Principal, authenticate
-from ui.errors import http_error, upstream_error
+from ui.errors import APIError, http_error, upstream_error
 from ui.settings import UISettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,50 @@ async def server_page(request: Request) -> Response:
     server_id = api.server_id_param(request.path_params["id"])
     await api.own_server(request, principal, server_id)
     return templates.TemplateResponse(request, "server.html", {"server_id": server_id})
+
+
+def _safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path on this site ("/..."), never another site.
+    "//host", backslashes ("/\\host") and control characters (browsers drop a tab, so
+    "/<tab>/host" would become "//host") all go to "/"."""
+    if (not value or len(value) > 2000 or not value.startswith("/")
+            or value.startswith("//") or "\\" in value
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)):
+        return "/"
+    return value
+
+
+async def login_page(request: Request) -> Response:
+    return templates.TemplateResponse(request, "login.html", {
+        "nav": "login", "next": _safe_next(request.query_params.get("next"))})
+
+
+async def commands_page(request: Request) -> Response:
+    principal = await _signed_in_or_login(request)
+    if isinstance(principal, Response):
+        return principal
+    server_id = api.server_id_param(request.path_params["id"])
+    if await commands_api.server_tenant(request, server_id) != principal.tenant:
+        raise APIError(404, "not_found", f"no server {server_id!r} in tenant "
+                       f"{principal.tenant!r}")
+    raw = await request.app.state.live.summary(server_id)
+    hostname = str(orjson.loads(raw).get("hostname") or "") if raw is not None else ""
+    return templates.TemplateResponse(request, "commands.html", {
+        "nav": "servers", "server_id": server_id, "hostname": hostname or server_id})
+
+
+async def approvals_page(request: Request) -> Response:
+    principal = await _signed_in_or_login(request)
+    if isinstance(principal, Response):
+        return principal
+    return templates.TemplateResponse(request, "approvals.html", {"nav": "approvals"})
+
+
+async def audit_page(request: Request) -> Response:
+    principal = await _signed_in_or_login(request)
+    if isinstance(principal, Response):
+        return principal
+    return templates.TemplateResponse(request, "audit.html", {"nav": "audit"})
 
 
 async def healthz(request: Request) -> Response:
@@ -143,6 +188,10 @@ def create_app(settings: UISettings) -> Starlette:
     routes = [
         Route("/", index, include_in_schema=False),
         Route("/servers/{id}", server_page, include_in_schema=False),
+        Route("/servers/{id}/commands", commands_page, include_in_schema=False),
+        Route("/login", login_page, include_in_schema=False),
+        Route("/approvals", approvals_page, include_in_schema=False),
+        Route("/audit", audit_page, include_in_schema=False),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/api/v1/servers", api.list_servers),
