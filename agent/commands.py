@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
@@ -24,6 +24,9 @@ from schemas.commands import CommandEvent, SignedCommand
 from schemas.topics import COMMAND_EVENTS, COMMANDS
 
 log = logging.getLogger(__name__)
+
+#: servers whose commands one listener handles at the same time (a simulator serves many)
+MAX_SERVERS_AT_ONCE = 64
 
 
 def partition_of(server_id: str, partitions: int = COMMANDS.partitions) -> int:
@@ -110,13 +113,27 @@ class CommandListener:
             self.ready.set()
             while True:
                 batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for record in records:
-                        await self._handle(record.key, record.value)
                 if batches:
+                    await self._handle_batch([r for rs in batches.values() for r in rs])
                     await consumer.commit()
         finally:
             await consumer.stop()
+
+    async def _handle_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Each server's commands in the order they came; different servers' side by side
+        (at most :data:`MAX_SERVERS_AT_ONCE`), so a simulator's ACK for one server does not
+        wait for the broker to take another server's ACK. A real agent has one server."""
+        by_server: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
+        for record in records:
+            by_server.setdefault(record.key, []).append(record)
+        slots = asyncio.Semaphore(MAX_SERVERS_AT_ONCE)
+
+        async def in_order(server_records: list[ConsumerRecord[bytes, bytes]]) -> None:
+            async with slots:
+                for record in server_records:
+                    await self._handle(record.key, record.value)
+
+        await asyncio.gather(*(in_order(rs) for rs in by_server.values()))
 
     async def _handle(self, key: bytes | None, value: bytes | None) -> None:
         server_id = key.decode(errors="replace") if key else ""

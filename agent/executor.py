@@ -22,7 +22,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from agent.ops import HANDLERS, Handler, OpsError
+from agent.ops import Handler, OpsContext, OpsError, bind
+from agent.settings import AgentSettings
 from schemas.commands import (
     MAX_INLINE_RESULT_BYTES,
     Command,
@@ -142,12 +143,16 @@ class Executor:
     """Runs the commands of one or more servers (a real agent has one; a simulator many)."""
 
     def __init__(self, keys: Mapping[str, Ed25519PublicKey], replay: ReplayGuard, emit: Emit,
-                 *, handlers: Mapping[str, Handler] = HANDLERS,
+                 *, context: OpsContext | None = None,
+                 handlers: Mapping[str, Handler] | None = None,
                  results_dir: Path | None = None) -> None:
         self.keys = keys
         self.replay = replay
         self.emit = emit
-        self.handlers = handlers
+        # handlers are bound to the agent's settings (cron directory, sandbox roots...);
+        # without a context, the defaults of AgentSettings apply
+        self.handlers = handlers if handlers is not None else bind(
+            context or OpsContext(AgentSettings()))
         self.results_dir = results_dir
         self.running: dict[str, asyncio.Task[None]] = {}
         self.counts = {"acked": 0, "rejected": 0, "succeeded": 0, "failed": 0, "timed-out": 0}

@@ -67,13 +67,15 @@ class Commands:
                  group_id: str) -> None:
         from agent.commands import CommandListener, EventSender
         from agent.executor import Executor, ReplayGuard
+        from agent.ops import OpsContext
         from connectors.keystore import key_id, load_public
 
         public = load_public(key_file.read_bytes())
         self.sender = EventSender(settings.kafka)
         self.executor = Executor({key_id(public): public},
                                  ReplayGuard(settings.state_dir / "accepted-commands.log"),
-                                 self.sender, results_dir=settings.state_dir / "results")
+                                 self.sender, context=OpsContext(settings),
+                                 results_dir=settings.state_dir / "results")
         self.listener = CommandListener(settings.kafka, servers, self.executor,
                                         group_id=group_id,
                                         fetch_max_wait_ms=settings.commands_fetch_wait_ms)

@@ -33,6 +33,31 @@ class AgentSettings(BaseSettings):
     commands_fetch_wait_ms: int = Field(20, ge=1, le=5000, description="Longest a command "
                                         "fetch waits (the embedded broker always waits this "
                                         "long, so it bounds the ACK latency)")
+    # cron manager (agent/ops/cron.py)
+    cron_dir: Path = Field(Path("/etc/cron.d"), description="Where FleetDeck writes its cron "
+                           "files (one per entry, fleetdeck-<id>) and lists every entry")
+    cron_tabs: list[Path] = Field(default_factory=lambda: [Path("/etc/crontab")],
+                                  description="System crontabs listed (read only) besides "
+                                  "cron_dir")
+    cron_spool_dir: Path | None = Field(Path("/var/spool/cron/crontabs"), description="Users' "
+                                        "crontabs, listed read only (None: not listed)")
+    cron_timezone: str | None = Field(None, description="IANA zone of the fire-time previews "
+                                      "(None: the server's, from /etc/localtime)")
+    cron_user: str = Field("nobody", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+                           description="Unprivileged user entries run as by default")
+    cron_users: list[str] = Field(default_factory=list, description="Other users entries "
+                                  "may run as (never root unless cron_allow_root)")
+    cron_allow_root: bool = Field(False, description="Whether entries may run as root")
+    cron_path_roots: list[Path] = Field(
+        default_factory=lambda: [Path("/srv"), Path("/var/www"), Path("/var/backups")],
+        description="Directories the backup-dir template may read from and write to")
+    cron_logrotate_dir: Path = Field(Path("/etc/logrotate.d"), description="Where the "
+                                     "logrotate template's configuration files must be")
+    cron_script_dir: Path = Field(Path("/usr/local/lib/fleetdeck/cron"), description="The only "
+                                  "directory the script template runs scripts from")
+    cron_freeform_tenants: list[str] = Field(default_factory=list, description="Tenants whose "
+                                             "approved commands may carry free-form cron "
+                                             "commands (off for all by default)")
 
     def control_key_file(self) -> Path | None:
         """The pinned key: the configured file, else the one enrollment stored."""

@@ -134,13 +134,26 @@ class StoreBase:
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             raise _error(what, self._where, exc) from exc
 
+    @asynccontextmanager
+    async def _autocommit(self, what: str) -> AsyncIterator[AsyncConnection]:
+        """A connection for one statement that commits by itself (library errors become
+        SQLError). One statement is atomic on its own; without the transaction around it,
+        SQLite's write lock is held only while the statement runs in the driver's thread,
+        not until this event loop comes round to send the COMMIT. Under load that wait was
+        what the other writers (UI, workers) slept on in SQLite's busy handler."""
+        try:
+            async with self._engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise _error(what, self._where, exc) from exc
+
     def _insert(self, entity: type[Base]) -> postgresql.Insert | sqlite.Insert:
         """INSERT with the dialect's ON CONFLICT clauses (both spell them the same way)."""
         return postgresql.insert(entity) if self._dialect == "postgresql" else sqlite.insert(entity)
 
     async def _insert_new(self, what: str, entity: type[Base], values: dict[str, Any]) -> bool:
         """INSERT ``values`` unless the primary key is taken: True if the row is new."""
-        async with self._tx(what) as conn:
+        async with self._autocommit(what) as conn:
             added = await conn.execute(
                 self._insert(entity).values(values).on_conflict_do_nothing())
         return bool(added.rowcount)
@@ -175,7 +188,7 @@ class StoreBase:
 
     async def _execute(self, what: str, statement: Any) -> int:
         """Run one statement; how many rows it matched."""
-        async with self._tx(what) as conn:
+        async with self._autocommit(what) as conn:
             return int((await conn.execute(statement)).rowcount)
 
     async def _scalar(self, what: str, query: Any) -> Any:

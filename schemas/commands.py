@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from schemas.cron import CronCreateParams, CronDeleteParams, CronListParams, CronUpdateParams
 from schemas.envelope import SCHEMA_VERSION, Envelope, ServerId, TenantId, UtcDatetime, new_id
 
 #: Largest result carried inside a command event; anything bigger is stored by reference.
@@ -51,7 +52,7 @@ class PingParams(_Params):
 
 #: Every command's parameters, discriminated by ``type``: add a model to this union (and its
 #: handler in agent/ops) for each new command type.
-AnyParams = PingParams
+AnyParams = PingParams | CronListParams | CronCreateParams | CronUpdateParams | CronDeleteParams
 CommandParams = Annotated[AnyParams, Field(discriminator="type")]
 params_adapter: TypeAdapter[AnyParams] = TypeAdapter(CommandParams)
 

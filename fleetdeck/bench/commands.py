@@ -15,6 +15,8 @@ UIUrl = Annotated[str | None, typer.Option(help="Running UI base URL")]
 VMUrl = Annotated[str | None, typer.Option(help="Running VictoriaMetrics URL")]
 RedisUrl = Annotated[str | None, typer.Option(help="Running Redis URL")]
 Prefix = Annotated[str, typer.Option(help="Redis key prefix of the running stack")]
+Token = Annotated[str | None, typer.Option(help="API token (fdt_…) for the running UI; the "
+                                           "embedded stack makes its own")]
 
 
 def live(
@@ -23,12 +25,12 @@ def live(
     warmup: Annotated[float, typer.Option(min=0, help="Seconds of load before measuring "
                                           "latency (still counted for lost)")] = 5,
     kafka: Kafka = None, ui_url: UIUrl = None, redis_url: RedisUrl = None,
-    redis_prefix: Prefix = "fd:",
+    redis_prefix: Prefix = "fd:", token: Token = None,
 ) -> None:
     """Latency from sample taken to SSE event received, with N agents at 1 Hz."""
     from fleetdeck.bench.live import measure
 
-    endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix)
+    endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix, token)
     if endpoints is not None:
         common.result(asyncio.run(measure(endpoints, agents, seconds, warmup)))
         return
@@ -42,12 +44,12 @@ def query(
     range_: Annotated[str, typer.Option("--range", help="Range to fill and query")] = "1h",
     requests: Annotated[int, typer.Option(min=10, help="Query pairs to time")] = 300,
     vm_url: VMUrl = None, ui_url: UIUrl = None, redis_url: RedisUrl = None,
-    redis_prefix: Prefix = "fd:",
+    redis_prefix: Prefix = "fd:", token: Token = None,
 ) -> None:
     """P95 of /api/v1/servers/{id}/series against the same query sent to VictoriaMetrics."""
     from fleetdeck.bench.query import run
 
-    endpoints = common.given(None, ui_url, vm_url, redis_url, redis_prefix)
+    endpoints = common.given(None, ui_url, vm_url, redis_url, redis_prefix, token)
     if endpoints is not None:
         common.result(run(endpoints, servers, range_, requests))
         return
@@ -78,13 +80,13 @@ def alerts(
     per_second: Annotated[float, typer.Option(min=0.1, help="Servers pushed across the "
                                               "threshold per second")] = 5,
     kafka: Kafka = None, ui_url: UIUrl = None, redis_url: RedisUrl = None,
-    redis_prefix: Prefix = "fd:",
+    redis_prefix: Prefix = "fd:", token: Token = None,
 ) -> None:
     """Latency from the sample that completes a rule's `for` duration to the firing event
     on /api/v1/alerts/stream; counts expected, fired and duplicate firings."""
     from fleetdeck.bench.alerts import measure
 
-    endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix)
+    endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix, token)
     if endpoints is not None:
         common.result(asyncio.run(measure(endpoints, agents, seconds, for_s, per_second)))
         return
@@ -94,8 +96,44 @@ def alerts(
                                           pids=pids)))
 
 
+def dispatch(
+    agents: Annotated[int, typer.Option(min=1, max=20000, help="Simulated agents (metrics "
+                                        "at 1 Hz; one command listener for all)")] = 1000,
+    commands: Annotated[int, typer.Option(min=1, help="PING commands to send")] = 2000,
+    rate: Annotated[float, typer.Option(min=0.1, help="Commands sent per second")] = 50,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight at "
+                                             "most")] = 16,
+    drain: Annotated[float, typer.Option(min=1, help="Seconds to wait for the last ACKs")] = 30,
+    tenant: Annotated[str, typer.Option(help="Tenant of the simulated servers (the token's "
+                                        "tenant)")] = "default",
+    control_key: Annotated[str | None, typer.Option(help="PEM file of the running control "
+                                                    "plane's public key, for the agents")] = None,
+    kafka: Kafka = None, ui_url: UIUrl = None, redis_url: RedisUrl = None,
+    redis_prefix: Prefix = "fd:", token: Token = None,
+) -> None:
+    """Latency from a command accepted by POST /api/v1/commands to its agent's ACK recorded
+    by the control plane (seen on /api/v1/commands/stream), with N agents at 1 Hz."""
+    from fleetdeck.bench.dispatch import measure
+
+    endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix, token)
+    if endpoints is not None:
+        if not token or not control_key:
+            raise typer.BadParameter("a running stack needs --token (operator role or "
+                                     "higher) and --control-key")
+        common.result(asyncio.run(measure(
+            endpoints, agents, commands, rate=rate, concurrency=concurrency, drain_s=drain,
+            tenant=tenant, control_key=control_key)))
+        return
+    with common.embedded(["kafka", "vm", "streams", "ui"], prefix="bench-dispatch:") as stack:
+        pids = {s.name: s.pid for s in stack.supervisor.services if s.pid is not None}
+        common.result(asyncio.run(measure(
+            stack.endpoints, agents, commands, rate=rate, concurrency=concurrency,
+            drain_s=drain, tenant=tenant, pids=pids)))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(live)
     app.command()(alerts)
+    app.command()(dispatch)
     app.command()(query)
     app.command()(agent)

@@ -34,8 +34,13 @@ class CommandTracker:
 
     async def handle(self, raw_events: list[bytes | None]) -> int:
         """Apply a batch of agent reports; returns how many were unreadable (skipped).
-        SQLError (database unreachable) propagates: the batch comes again."""
-        changed: list[CommandRecord] = []
+        SQLError (database unreachable) propagates: the batch comes again.
+
+        The reports of one command in a batch (an ACK with its running and result, say) are
+        applied together: one read and one compare-and-set write per command instead of one
+        per report, which is what keeps the worker ahead of a busy fleet. Every step is
+        still published, in order, once the write holding all of them has succeeded."""
+        by_command: dict[str, list[CommandEvent]] = {}
         bad = 0
         for raw in raw_events:
             try:
@@ -44,9 +49,10 @@ class CommandTracker:
                 log.warning("ignoring an invalid command event: %s", str(exc)[:300])
                 bad += 1
                 continue
-            record = await self._apply(event)
-            if record is not None:
-                changed.append(record)
+            by_command.setdefault(event.command_id, []).append(event)
+        changed: list[CommandRecord] = []
+        for command_id, events in by_command.items():
+            changed.extend(await self._apply(command_id, events))
         await self._publish(changed)
         return bad
 
@@ -61,20 +67,23 @@ class CommandTracker:
         await self._publish(changed)
         return len(changed)
 
-    async def _apply(self, event: CommandEvent) -> CommandRecord | None:
+    async def _apply(self, command_id: str, events: list[CommandEvent]) -> list[CommandRecord]:
+        """The record after each of ``events`` that changed it (stored: the last of them)."""
         for _ in range(5):  # compare-and-set: re-read when someone else moved it first
-            record = await self.sql.get_command(event.command_id)
+            record = await self.sql.get_command(command_id)
             if record is None:
-                self.ignored += 1  # not a command of ours (forged or from a wiped store)
-                return None
-            updated = logic.apply(record, event, utcnow())
-            if updated is None:
-                return None
-            if await self._store(record, updated):
-                return updated
-        log.warning("command %s kept changing under us; report %s dropped", event.command_id,
-                    event.kind)
-        return None
+                self.ignored += len(events)  # not ours (forged or from a wiped store)
+                return []
+            steps: list[CommandRecord] = []
+            for event in events:
+                updated = logic.apply(steps[-1] if steps else record, event, utcnow())
+                if updated is not None:
+                    steps.append(updated)
+            if not steps or await self._store(record, steps[-1]):
+                return steps
+        log.warning("command %s kept changing under us; reports %s dropped", command_id,
+                    ", ".join(str(e.kind) for e in events))
+        return []
 
     async def _store(self, old: CommandRecord, new: CommandRecord) -> bool:
         limit = None

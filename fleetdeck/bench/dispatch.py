@@ -1,0 +1,336 @@
+"""``fleetdeck bench dispatch``: PING through the API → the agent's ACK recorded by the control
+plane, with every simulated server publishing metrics at 1 Hz meanwhile.
+
+A driver process (``python -m fleetdeck.bench.dispatch``) runs N steady simulated servers at
+1 Hz and, for all of them, the command side of ``fleetdeck agent`` (the real listener, executor
+with its fsync'd replay guard, and event sender). This process acts with the stack's API token
+(operator role or higher), waits until the API knows every server and the agents answer a
+probe, then sends M PING commands through ``POST /api/v1/commands`` at ``rate`` per second
+(at most ``concurrency`` in flight), round-robin over the servers, while it reads
+``/api/v1/commands/stream``.
+
+Latency = the record's ``created_at`` (stamped by the API as it accepts the request, before it
+stores, audits, signs and produces the command) → the moment this process receives the change
+that shows the ACK on the commands SSE stream. The control worker publishes a change only
+after its compare-and-set write to the SQL store succeeded, so the end point is "ACK recorded
+by the control plane", plus the Redis → SSE hop. ``recorded_*`` is created → the control
+worker's own timestamp of the ACK transition (taken just before that SQL write). Both ends are
+read on this machine's clock: against services elsewhere, clock skew adds to the figures.
+
+``lost`` = accepted commands with no ACK in their SQL record (read back through the API) once
+the drain time is over; an ACK recorded but never seen on the stream counts as
+``stream_missed``, not as lost, and has no latency sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import orjson
+from rich.progress import Progress
+
+from fleetdeck.bench.common import CpuMeter, console, percentile
+from fleetdeck.stack import Endpoints
+
+#: statuses that show the control plane recorded the agent's ACK (a lost ACK is implied by
+#: the first later report, which sets ``acked_at`` too)
+ACKED = frozenset({"acked", "running", "succeeded", "failed", "timed-out"})
+WAIT_KNOWN_S = 180.0
+WAIT_LISTENER_S = 60.0
+
+
+@dataclass
+class Run:
+    """What the bench saw: per command id, when it was created and when its ACK arrived."""
+
+    created: dict[str, float] = field(default_factory=dict)  # epoch s, the API's created_at
+    acked_seen: dict[str, float] = field(default_factory=dict)  # epoch s, SSE receipt
+    acked_at: dict[str, float] = field(default_factory=dict)  # epoch s, the worker's stamp
+    rejected: dict[str, str] = field(default_factory=dict)
+    api_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+
+
+def server_ids(agents: int) -> list[str]:
+    from agent.simulate import SimulatedServer
+
+    return [SimulatedServer(i, profile="steady").server_id for i in range(agents)]
+
+
+async def measure(endpoints: Endpoints, agents: int, commands: int, *,
+                  rate: float = 50.0, concurrency: int = 16, drain_s: float = 30.0,
+                  tenant: str = "default", control_key: str = "",
+                  pids: dict[str, int] | None = None) -> dict[str, Any]:
+    ids = server_ids(agents)
+    run = Run()
+    seconds = WAIT_KNOWN_S + WAIT_LISTENER_S + commands / rate + drain_s + 30
+    log = tempfile.TemporaryFile()
+    with tempfile.TemporaryDirectory(prefix="fleetdeck-bench-agents-") as state:
+        proc = _driver(endpoints, agents, seconds, tenant, Path(state), control_key, log)
+        try:
+            # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so no POST
+            # goes out on a connection the server is closing (it would count as an error).
+            limits = httpx.Limits(max_connections=concurrency + 4, keepalive_expiry=2.0)
+            async with httpx.AsyncClient(base_url=endpoints.ui_url, headers=endpoints.auth(),
+                                         timeout=30, limits=limits) as client:
+                opened = asyncio.Event()
+                reader = asyncio.create_task(_read(client, run, opened))
+                try:
+                    await _prepare(client, proc, ids, run, opened)
+                    meter = CpuMeter({**(pids or {}), "agents": proc.pid,
+                                      "bench-client": os.getpid()})
+                    meter.start()
+                    await _send_all(client, ids, commands, rate, concurrency, run)
+                    await _drain(run, drain_s)
+                    cpu = meter.stop()
+                finally:
+                    reader.cancel()
+                    await asyncio.gather(reader, return_exceptions=True)
+                missed = await _recorded_unseen(client, run)
+        finally:
+            totals = _stop(proc, log)
+    return _result(run, missed, totals, agents, commands, rate, concurrency, cpu)
+
+
+def _driver(endpoints: Endpoints, agents: int, seconds: float, tenant: str, state: Path,
+            control_key: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **endpoints.env(), "FLEETDECK_AGENT_STATE_DIR": str(state),
+           "FLEETDECK_AGENT_TENANT": tenant}
+    if control_key:
+        env["FLEETDECK_AGENT_CONTROL_KEY"] = control_key
+    return subprocess.Popen(
+        [sys.executable, "-m", "fleetdeck.bench.dispatch", "--agents", str(agents),
+         "--seconds", f"{seconds:.0f}"], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _stop(proc: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, Any]:
+    """Stop the driver (it sends what it spooled) and return its totals line."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    log.seek(0)
+    text = log.read().decode(errors="replace")
+    log.close()
+    for line in reversed(text.splitlines()):
+        if line.startswith('{"driver"'):
+            return dict(json.loads(line))
+    console.print(f"the agents' driver left no totals; its output ends with:\n{text[-2000:]}")
+    return {}
+
+
+async def _prepare(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], ids: list[str],
+                   run: Run, opened: asyncio.Event) -> None:
+    """Wait for the SSE stream, for the API to know every server, and for the agents'
+    listener to ACK a probe (the listener starts at the end of the topic: anything sent
+    before it has its position would never reach it)."""
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"waiting for the API to know {len(ids)} servers",
+                                 total=len(ids))
+        async with asyncio.timeout(WAIT_KNOWN_S):
+            await opened.wait()
+            while True:
+                _alive(proc)
+                known = await _known(client, ids)
+                progress.update(task, completed=known)
+                if known == len(ids):
+                    break
+                await asyncio.sleep(1.0)
+    probe = Run()
+    with console.status("waiting for the agents' command listener…"):
+        deadline = time.monotonic() + WAIT_LISTENER_S
+        while time.monotonic() < deadline:
+            _alive(proc)
+            await _post(client, ids[0], "probe", probe)
+            for _ in range(20):
+                if probe.created.keys() & run.acked_seen.keys():
+                    return
+                await asyncio.sleep(0.1)
+    raise RuntimeError(f"no ACK of a probe command within {WAIT_LISTENER_S:.0f} s "
+                       f"({probe.errors} refused; first: {probe.first_error or 'none'})")
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        raise RuntimeError(f"the agents' driver exited early with {proc.returncode}")
+
+
+async def _known(client: httpx.AsyncClient, ids: list[str]) -> int:
+    resp = await client.get("/api/v1/servers")
+    resp.raise_for_status()
+    seen = {s["server_id"] for s in resp.json()["servers"]}
+    return len(seen.intersection(ids))
+
+
+async def _read(client: httpx.AsyncClient, run: Run, opened: asyncio.Event) -> None:
+    """Note the first change of every command that shows its ACK recorded."""
+    async with client.stream("GET", "/api/v1/commands/stream", timeout=None) as resp:
+        resp.raise_for_status()
+        opened.set()
+        event = ""
+        async for line in resp.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "command":
+                now = time.time()
+                data = orjson.loads(line[5:])
+                command_id, status = data["id"], data["status"]
+                if status in ACKED and command_id not in run.acked_seen:
+                    run.acked_seen[command_id] = now
+                    run.acked_at[command_id] = _epoch(data["updated_at"])
+                elif status == "rejected":
+                    run.rejected[command_id] = str(data.get("message", ""))
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+async def _post(client: httpx.AsyncClient, server_id: str, note: str, run: Run) -> None:
+    body = {"server_id": server_id, "type": "PING", "params": {"payload": note},
+            "reason": "fleetdeck bench dispatch"}
+    t0 = time.perf_counter()
+    try:
+        resp = await client.post("/api/v1/commands", json=body)
+    except httpx.HTTPError as exc:
+        run.errors += 1
+        run.first_error = run.first_error or repr(exc)
+        return
+    if resp.status_code != 202:
+        run.errors += 1
+        run.first_error = run.first_error or f"{resp.status_code} {resp.text[:300]}"
+        return
+    run.api_ms.append((time.perf_counter() - t0) * 1000)
+    record = resp.json()["command"]
+    run.created[record["command"]["id"]] = _epoch(record["created_at"])
+
+
+async def _send_all(client: httpx.AsyncClient, ids: list[str], commands: int, rate: float,
+                    concurrency: int, run: Run) -> None:
+    """``commands`` PINGs at ``rate`` per second, at most ``concurrency`` in flight."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        try:
+            await _post(client, ids[i % len(ids)], f"bench-{i}", run)
+        finally:
+            slots.release()
+
+    tasks = []
+    start = time.monotonic()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"sending {commands} PINGs at {rate:g}/s", total=commands)
+        for i in range(commands):
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            await slots.acquire()
+            tasks.append(asyncio.create_task(one(i)))
+            progress.update(task, completed=i + 1,
+                            description=f"sent {i + 1}, acked {len(run.acked_seen)}")
+        await asyncio.gather(*tasks)
+
+
+async def _drain(run: Run, drain_s: float) -> None:
+    """Wait (at most ``drain_s``) until every accepted command's ACK was seen."""
+    deadline = time.monotonic() + drain_s
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("waiting for the last ACKs", total=len(run.created))
+        while time.monotonic() < deadline:
+            done = len(run.created.keys() & (run.acked_seen.keys() | run.rejected.keys()))
+            progress.update(task, completed=done)
+            if done == len(run.created):
+                return
+            await asyncio.sleep(0.2)
+
+
+async def _recorded_unseen(client: httpx.AsyncClient, run: Run) -> set[str]:
+    """Commands whose ACK the SQL record shows though the stream did not (at most 500 looked
+    up; the rest count as lost)."""
+    unseen = sorted(run.created.keys() - run.acked_seen.keys())[:500]
+    found = set()
+    for command_id in unseen:
+        resp = await client.get(f"/api/v1/commands/{command_id}")
+        if resp.status_code == 200 and resp.json()["command"].get("acked_at"):
+            found.add(command_id)
+    return found
+
+
+def _result(run: Run, missed: set[str], totals: dict[str, Any], agents: int, commands: int,
+            rate: float, concurrency: int, cpu: dict[str, float]) -> dict[str, Any]:
+    seen = run.created.keys() & run.acked_seen.keys()
+    latencies = [(run.acked_seen[i] - run.created[i]) * 1000 for i in seen]
+    recorded = [(run.acked_at[i] - run.created[i]) * 1000 for i in seen]
+    sent, acked = len(run.created), len(seen) + len(missed)
+    return {"bench": "dispatch", "agents": agents, "commands": commands, "rate": rate,
+            "concurrency": concurrency,
+            "measured": "record created_at -> ACK change received on /api/v1/commands/stream",
+            "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
+            "p99_ms": percentile(latencies, 99), "max_ms": max(latencies, default=0.0),
+            "recorded_p50_ms": percentile(recorded, 50),
+            "recorded_p95_ms": percentile(recorded, 95),
+            "api_p50_ms": percentile(run.api_ms, 50), "api_p95_ms": percentile(run.api_ms, 95),
+            "sent": sent, "acked": acked, "lost": sent - acked, "errors": run.errors,
+            "first_error": run.first_error,
+            "rejected": len(run.created.keys() & run.rejected.keys()),
+            "stream_missed": len(missed), "agent_acked": totals.get("acked"),
+            "samples": totals.get("samples"), "cpu_pct_of_core": cpu}
+
+
+# -- the driver: simulated servers at 1 Hz with one command side for all of them -----------
+
+async def _drive(agents: int, seconds: float) -> None:
+    from agent.main import Commands
+    from agent.runner import Agent
+    from agent.settings import AgentSettings
+    from agent.simulate import SimulatedServer
+
+    settings = AgentSettings()
+    key_file = settings.control_key_file()
+    if key_file is None:
+        raise SystemExit("no control-plane key: set FLEETDECK_AGENT_CONTROL_KEY")
+    sims = [SimulatedServer(i, tenant=settings.tenant, profile="steady", seed=i)
+            for i in range(agents)]
+    agent = Agent(settings, sims)
+    # A consumer group of its own per run: no position left by an earlier run applies.
+    commands = Commands(settings, {s.server_id: settings.tenant for s in sims}, key_file,
+                        f"fd-bench-dispatch-{uuid.uuid4().hex[:12]}")
+    sampling = asyncio.create_task(agent.run(seconds))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, sampling.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampling
+    await commands.stop()
+    await agent.flush(5)
+    print(json.dumps({"driver": "dispatch", "samples": agent.samples,
+                      "received": commands.listener.received, **commands.executor.counts}),
+          flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Driver of fleetdeck bench dispatch")
+    parser.add_argument("--agents", type=int, required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    args = parser.parse_args()
+    asyncio.run(_drive(args.agents, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
