@@ -3,19 +3,30 @@
 On any broker error the producer is dropped, and after a back-off the topics are
 (re)created with their partition counts (an empty broker after a restart would
 otherwise auto-create them with its defaults) and a new producer takes over.
+
+A broker that keeps its log in memory (the embedded Tansu) loses, when it restarts, what
+it had acknowledged but no consumer had read yet. So the publisher keeps the messages it
+delivered during the last ``replay_window_s`` seconds and the offset last acknowledged per
+partition; when an acknowledgement comes with a lower offset than the one before it on
+that partition (the log started again), or the publisher had to create its topic again,
+it sends those messages again. (aiokafka rides out a short broker restart by itself, so
+the publisher may never see an error: the offsets are what tells.) Consumers see those
+samples twice at worst: VictoriaMetrics deduplicates, and the worker shows a sample older
+than its server's newest only on that server's stream. A durable Kafka never triggers it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError as AIOKafkaError
 
-from agent.spool import Spool
+from agent.spool import Message, Spool
 from connectors.kafka import KafkaError, KafkaSettings, ensure_topics, producer
 from schemas.topics import Topic
 
@@ -31,15 +42,24 @@ class Publisher:
     message is sent again, in order, by the next producer (at least once)."""
 
     def __init__(self, settings: KafkaSettings, topic: Topic, spool: Spool,
-                 batch: int = 2000, max_in_flight: int = 8) -> None:
+                 batch: int = 2000, max_in_flight: int = 8,
+                 replay_window_s: float = 30.0) -> None:
         self.settings = settings
         self.topic = topic
         self.spool = spool
         self.batch = batch
         self.max_in_flight = max_in_flight
+        self.replay_window_s = replay_window_s
         self.sent = 0
+        self.replayed = 0
         self.connected = False
         self._producer: AIOKafkaProducer | None = None
+        #: (monotonic time delivered, message) of the last replay_window_s seconds
+        self._history: deque[tuple[float, Message]] = deque(maxlen=spool.capacity)
+        #: partition -> offset of the last message the broker acknowledged to us
+        self._acked: dict[int, int] = {}
+        #: why the history must be sent again (kept until a replay succeeds)
+        self._replay_due: str | None = None
 
     async def run(self) -> None:
         """Publish forever (cancel to stop)."""
@@ -66,22 +86,23 @@ class Publisher:
         prod = await self._ensure_producer()
         timeout = self.settings.request_timeout_ms / 1000 + 1
         cursor = -1  # sequence number of the newest message handed to the producer
-        in_flight: deque[tuple[int, int, asyncio.Future[Any]]] = deque()
+        in_flight: deque[tuple[int, list[Message], asyncio.Future[list[Any]]]] = deque()
         try:
             while True:
                 while in_flight and in_flight[0][2].done():
-                    through, count, acked = in_flight.popleft()
-                    acked.result()  # a failed batch raises here
+                    through, messages, acked = in_flight.popleft()
+                    # a failed batch raises here
+                    went_back = self._delivered(messages, acked.result())
                     self.spool.commit(through)
-                    self.sent += count
+                    self.sent += len(messages)
+                    if went_back:
+                        self._replay_due = f"offsets went back on partitions {went_back}"
+                        await self._replay(prod, timeout)
                 if len(in_flight) < self.max_in_flight and self.spool.has_after(cursor):
                     through, messages = self.spool.peek(self.batch, after=cursor)
-                    futures = [await prod.send(self.topic.name, m.value, key=m.key)
-                               for m in messages]
-                    for future in futures:  # a failure after this pump gave up is only logged
-                        future.add_done_callback(_retrieve)
-                    acked = asyncio.ensure_future(_delivered(futures, timeout))
-                    in_flight.append((through, len(messages), acked))
+                    acked = asyncio.ensure_future(_delivered(await self._send(prod, messages),
+                                                             timeout))
+                    in_flight.append((through, messages, acked))
                     cursor = through
                     continue
                 oldest = in_flight[0][2] if in_flight else None
@@ -98,13 +119,49 @@ class Publisher:
                 acked.cancel()
             await asyncio.gather(*(a for _t, _c, a in in_flight), return_exceptions=True)
 
+    async def _send(self, prod: AIOKafkaProducer,
+                    messages: list[Message]) -> list[asyncio.Future[Any]]:
+        futures = [await prod.send(self.topic.name, m.value, key=m.key) for m in messages]
+        for future in futures:  # a failure after this pump gave up is only logged
+            future.add_done_callback(_retrieve)
+        return futures
+
+    def _offsets(self, metadata: list[Any]) -> list[int]:
+        """Note the acknowledged offsets; the partitions whose log went backwards."""
+        went_back = set()
+        for meta in metadata:
+            last = self._acked.get(meta.partition)
+            if last is not None and meta.offset < last:
+                went_back.add(meta.partition)
+            self._acked[meta.partition] = meta.offset
+        return sorted(went_back)
+
+    def _delivered(self, messages: list[Message], metadata: list[Any]) -> list[int]:
+        """Remember a delivered batch for a replay; the partitions whose log went backwards
+        (the history then holds what to send again)."""
+        now = time.monotonic()
+        went_back = self._offsets(metadata)
+        self._history.extend((now, m) for m in messages)
+        while self._history and self._history[0][0] < now - self.replay_window_s:
+            self._history.popleft()
+        return went_back
+
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            async with asyncio.timeout(self.settings.request_timeout_ms / 1000 + 1):
-                await ensure_topics(self.settings, [self.topic])
+            timeout = self.settings.request_timeout_ms / 1000 + 1
+            async with asyncio.timeout(timeout):
+                created = await ensure_topics(self.settings, [self.topic])
                 prod = producer(self.settings)
                 try:
                     await prod.start()
+                except BaseException:
+                    await prod.stop()
+                    raise
+            if self.topic.name in created and self._acked:
+                self._replay_due = "had to create the topic again"
+            if self._replay_due:
+                try:
+                    await self._replay(prod, timeout)
                 except BaseException:
                     await prod.stop()
                     raise
@@ -115,6 +172,20 @@ class Publisher:
             self.connected = True
         return self._producer
 
+    async def _replay(self, prod: AIOKafkaProducer, timeout: float) -> None:
+        """Send the delivered messages of the replay window again, oldest first (when
+        this fails, the next producer tries again)."""
+        messages = [m for _, m in self._history]
+        log.warning("the broker lost messages it had acknowledged (%s); sending the last %d "
+                    "delivered samples again", self._replay_due, len(messages))
+        await _delivered(await self._send(prod, messages), timeout)
+        # offsets of the old log mean nothing in the new one; those of the copies are not
+        # noted either: batches still in flight were sent before them, so they have lower
+        # offsets and would look like the log going back once more
+        self._acked.clear()
+        self._replay_due = None
+        self.replayed += len(messages)
+
     async def _drop_producer(self) -> None:
         prod, self._producer = self._producer, None
         if prod is not None:
@@ -124,15 +195,19 @@ class Publisher:
                 log.debug("producer stop failed: %r", exc)
 
 
-async def _delivered(futures: list[asyncio.Future[Any]], timeout: float) -> None:
-    """Until every future is acknowledged; raise the first failure (every outcome is
-    retrieved) or TimeoutError. The futures themselves are never cancelled here."""
+async def _delivered(futures: list[asyncio.Future[Any]], timeout: float) -> list[Any]:
+    """Until every future is acknowledged, then their record metadata; raise the first
+    failure (every outcome is retrieved) or TimeoutError. The futures themselves are never
+    cancelled here."""
+    if not futures:
+        return []
     done, pending = await asyncio.wait(futures, timeout=timeout)
     if pending:
         raise TimeoutError(f"{len(pending)} messages not acknowledged within {timeout:.0f} s")
     errors = [exc for exc in (f.exception() for f in done) if exc is not None]
     if errors:
         raise errors[0]
+    return [f.result() for f in futures]
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

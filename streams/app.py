@@ -64,10 +64,14 @@ def create_app(settings: StreamsSettings) -> faust.App:
         broker_commit_interval=1.0,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
-        broker_rebalance_timeout=20.0,
+        # a member that left without saying so (a worker rebuilt after a broker reset) holds
+        # up the next join until this runs out
+        broker_rebalance_timeout=8.0,
     )
-    app.transport = transport_for(app, settings.fetch_max_wait_ms if settings.does_live
-                                  else settings.store_fetch_max_wait_ms)
+    # Only the store role is never waited on; the control role's fetch wait is part of
+    # every command's dispatch-to-ACK time, so it gets the short wait of the live role.
+    app.transport = transport_for(app, settings.store_fetch_max_wait_ms
+                                  if settings.role == "store" else settings.fetch_max_wait_ms)
     metrics, dead, health = _topic(app, METRICS), _topic(app, DEAD_LETTER), _topic(app, HEALTH)
     live = LiveStreams(settings.redis)
     vm = VMClient(settings.vm)
@@ -218,18 +222,43 @@ async def _until_stored(what: str, store: Callable[[Any], Awaitable[T]], batch: 
             await asyncio.sleep(2.0)
 
 
-def run(settings: StreamsSettings, loglevel: str = "info", restart_delay_s: float = 2.0) -> None:
-    """Run the worker until interrupted (a signal ends it with SystemExit).
+class _Worker(faust.Worker):
+    """faust.Worker that remembers whether a signal asked it to stop (then it is never
+    built again, whatever its exit code)."""
 
-    When the Faust app crashes instead (seen: an internal assertion in aiokafka's group
-    coordinator while a broker comes back without its group state), it is built again in
-    a fresh event loop of the same process, so the live view resumes by itself.
+    signalled = False
+
+    def _on_sigint(self) -> None:
+        _Worker.signalled = True
+        super()._on_sigint()
+
+    def _on_sigterm(self) -> None:
+        _Worker.signalled = True
+        super()._on_sigterm()
+
+
+def run(settings: StreamsSettings, loglevel: str = "info", restart_delay_s: float = 2.0) -> None:
+    """Run the worker until interrupted (a signal ends it normally).
+
+    When the Faust app crashes instead (on purpose when the broker came back with empty logs,
+    see :mod:`streams.resets`; or, seen once, an internal assertion in aiokafka's group
+    coordinator as such a broker returns), it is built again in a fresh event loop of the
+    same process, so the live view resumes by itself. mode's worker ends every run with
+    ``SystemExit``: code 0 for a stop, 1 after a crash.
     """
     while True:
         asyncio.set_event_loop(asyncio.new_event_loop())
-        worker = faust.Worker(create_app(settings), loglevel=loglevel, override_logging=False)
+        worker = _Worker(create_app(settings), loglevel=loglevel, override_logging=False)
         try:
             worker.execute_from_commandline()
+        except SystemExit as exc:
+            if exc.code in (None, 0) or _Worker.signalled:
+                raise
+            log.error("stream worker crashed (exit %s); building it again in %.1f s",
+                      exc.code, restart_delay_s)
         except Exception:
-            log.exception("stream worker crashed; starting it again in %.0f s", restart_delay_s)
-            time.sleep(restart_delay_s)
+            if _Worker.signalled:
+                raise
+            log.exception("stream worker crashed; building it again in %.1f s",
+                          restart_delay_s)
+        time.sleep(restart_delay_s)

@@ -6,9 +6,14 @@ would then sit at its old position (or commit it again) and skip, or drop as
 "already seen", every sample that agents replay from their spools.
 
 :class:`ResetDetector` (plain logic) notices that a partition's end offset went below the
-highest end offset seen before; the worker then rewinds that partition to offset 0 and
-forgets Faust's read/commit bookkeeping for it. Re-processing is safe: the sinks are
-idempotent (same series and timestamp in VictoriaMetrics; health keyed by sample time).
+highest end offset seen before, and :class:`ResetWatch` that the group's committed offsets
+vanished. The worker then crashes its Faust app on purpose with :class:`BrokerWasReset`, and
+``streams.app.run`` builds a new one in the same process: a fresh consumer has no read
+position, finds no committed offset and reads the new logs from offset 0. (Rewinding the
+running consumer instead raced with Faust: a batch still in its callback when the broker
+came back set the partition's read offset high again after the rewind, and Faust then
+dropped the replayed messages below it as already read.) Re-processing is safe: the sinks
+are idempotent (same series and timestamp in VictoriaMetrics; health keyed by sample time).
 """
 
 from __future__ import annotations
@@ -34,10 +39,9 @@ class ResetDetector:
         return reset
 
 
-def forget(consumer: Any, tp: Any) -> None:
-    """Drop Faust's offset bookkeeping of ``tp`` (what Faust does on revocation)."""
-    for name in ("_gap", "_acked", "_acked_index", "_read_offset", "_committed_offset"):
-        getattr(consumer, name).pop(tp, None)
+class BrokerWasReset(Exception):
+    """The broker came back without the logs this worker was reading (crashes the app on
+    purpose, so that it is built again from scratch)."""
 
 
 class ResetWatch:
@@ -45,8 +49,8 @@ class ResetWatch:
 
     While end offsets cannot be read, commits are held back (a stale in-memory offset
     committed to a fresh broker would make the group skip the replayed samples). When
-    the broker answers again, partitions whose committed offset vanished, or whose log
-    end went backwards, are rewound to offset 0.
+    the broker answers again and partitions' committed offsets vanished, or their log end
+    went backwards, the app is crashed with :class:`BrokerWasReset` to be built again.
     """
 
     def __init__(self, app: Any, interval: float = 0.5) -> None:
@@ -83,10 +87,12 @@ class ResetWatch:
         async with asyncio.timeout(5):
             ends = await consumer.highwaters(*tps)
             lost = await self._lost_commits(tps) if self.suspect else set()
-        for tp in self.detector.observe(ends) | lost:
-            log.warning("log of %s was reset (end offset %s); rewinding to 0", tp, ends.get(tp))
-            forget(consumer, tp)
-            await consumer.seek(tp, 0)
+        reset = sorted(map(str, self.detector.observe(ends) | lost))
+        if reset:
+            log.warning("the broker came back without its logs (%s); building the worker "
+                        "again to read them from offset 0", ", ".join(reset))
+            await self.app.crash(BrokerWasReset(f"logs reset: {reset}"))
+            return
         if self.suspect:
             log.info("broker back; offset commits resume")
         self.suspect = False

@@ -178,8 +178,9 @@ async def fleet(stack: EmbeddedStack) -> AsyncIterator[FleetFactory]:
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0,
-                     interval: float = 0.25) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+                     interval: float = 0.25, describe: Callable[[], Any] | None = None) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds
+    (with what ``describe()`` says of the state then, when given)."""
     last: Any = None
     try:
         async with asyncio.timeout(timeout):
@@ -189,4 +190,5 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0,
                     return last
                 await asyncio.sleep(interval)
     except TimeoutError:
-        pytest.fail(f"condition not met within {timeout}s (last value: {last!r})")
+        state = f"; {describe()!r}" if describe is not None else ""
+        pytest.fail(f"condition not met within {timeout}s (last value: {last!r}{state})")

@@ -75,8 +75,10 @@ class Pipeline:
             samples.append(item)
             if alerting is not None:
                 alerting.observe(item)
-            if item.ts < server.last_seen:
-                continue  # replayed after newer ones: stored, not shown as the latest
+            if item.ts < server.last_seen:  # replayed after newer ones: not the latest
+                events.append(live.late_sample_event(item, server.state.value, self.live.keys,
+                                                     self.settings.redis))
+                continue
             brief = live.summary(item, server.state, server.reasons)
             self.briefs[item.server_id] = brief
             touched.add(item.server_id)

@@ -39,6 +39,15 @@ def sample_events(sample: MetricSample, brief: dict[str, object], keys: RedisKey
     ]
 
 
+def late_sample_event(sample: MetricSample, health: str, keys: RedisKeys,
+                      settings: RedisSettings) -> LiveEvent:
+    """A sample older than the server's newest (replayed after an outage): it goes on the
+    server's own stream, so no sample goes missing there, but not on the fleet stream,
+    whose figures are the latest ones (clients drop points older than their last)."""
+    return LiveEvent(keys.server_stream(sample.server_id), "sample",
+                     full_sample(sample, health).decode(), settings.server_maxlen)
+
+
 def health_events(change: HealthChange, keys: RedisKeys,
                   settings: RedisSettings) -> list[LiveEvent]:
     data = change.model_dump_json()

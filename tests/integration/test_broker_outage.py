@@ -63,6 +63,44 @@ async def test_samples_taken_during_an_outage_arrive_after_it(own_stack: Embedde
         assert got == list(range(got[0], got[-1] + 1)), f"gap in {sim.server_id}"
         assert got[0] == 0
 
+async def test_samples_the_broker_lost_unread_are_sent_again(own_stack: EmbeddedStack) -> None:
+    """What the broker acknowledged but nobody read before it restarted empty comes again:
+    the live worker is stopped first, so the samples of those seconds exist only in the
+    broker's memory when it goes."""
+    sims = sim_servers(2)
+    agent = Agent(AgentSettings(kafka=KafkaSettings(bootstrap_servers=own_stack.endpoints.kafka,
+                                                    request_timeout_ms=3000)), sims)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: _all_seen(own_stack, sims, 5), timeout=90)
+        broker = next(s for s in own_stack.services if s.name.startswith("kafka"))
+        live = next(s for s in own_stack.services if s.name == "streams-live")
+        own_stack.supervisor.stop(live)
+        delivered = agent.publisher.sent
+        await eventually(lambda: _sent_more(agent, delivered + 4 * len(sims)), timeout=30)
+        own_stack.supervisor.stop(broker)
+        own_stack.supervisor.restart_exited()
+        taken = agent.samples
+        await eventually(lambda: _all_seen(own_stack, sims, taken // len(sims) + 2),
+                         timeout=120, describe=lambda: _missing(own_stack, sims))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert agent.publisher.replayed >= 4 * len(sims)
+    for sim in sims:
+        got = sorted(set(seqs(own_stack, sim.server_id)))
+        assert got == list(range(0, got[-1] + 1)), f"gap in {sim.server_id}"
+
+
+def _missing(stack: EmbeddedStack, sims: list) -> dict[str, list[int]]:
+    """Per server, the sequence numbers missing below its newest one on the live stream."""
+    found = {s.server_id: set(seqs(stack, s.server_id)) for s in sims}
+    return {sid: sorted(set(range(max(got, default=0))) - got) for sid, got in found.items()}
+
+
+async def _sent_more(agent: Agent, count: int) -> bool:
+    return agent.publisher.sent >= count
+
 
 async def _all_seen(stack: EmbeddedStack, sims: list, count: int) -> bool:
     return all(len(set(seqs(stack, s.server_id))) >= count for s in sims)

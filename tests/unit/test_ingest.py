@@ -79,3 +79,18 @@ def test_samples_from_the_future_are_rejected() -> None:
     assert isinstance(letter, DeadLetter) and "in the future" in letter.detail
     near = sample(ts=datetime.now(UTC) + timedelta(seconds=30)).model_dump_json().encode()
     assert isinstance(decode(near), MetricSample)
+
+
+def test_a_late_sample_goes_to_its_server_stream_only() -> None:
+    from connectors.redis_live import RedisSettings
+    from schemas.topics import RedisKeys
+    from streams.live.logic import late_sample_event
+
+    keys = RedisKeys("t:")
+    item = sample("srv-9", cpu=42.0)
+    event = late_sample_event(item, "WARNING", keys, RedisSettings())
+    assert event.key == keys.server_stream("srv-9") != keys.fleet_stream
+    assert event.event == "sample"
+    body = orjson.loads(event.data)
+    assert body["server_id"] == "srv-9" and body["health"] == "WARNING"
+    assert body["cpu"]["total"] == 42.0

@@ -97,3 +97,23 @@ async def test_wait_after_a_cursor_blocks_until_a_newer_message() -> None:
     spool.append(msg(1))
     async with asyncio.timeout(1):
         await waiter
+
+
+def test_publisher_notices_a_log_that_went_back() -> None:
+    from types import SimpleNamespace
+
+    from agent.publisher import Publisher
+    from connectors.kafka import KafkaSettings
+    from schemas.topics import METRICS
+
+    publisher = Publisher(KafkaSettings(), METRICS, Spool(10))
+
+    def acks(*pairs: tuple[int, int]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(partition=p, offset=o) for p, o in pairs]
+
+    m = Message(b"k", b"v")
+    assert publisher._delivered([m, m], acks((0, 5), (1, 7))) == []
+    assert publisher._delivered([m], acks((0, 6))) == []
+    # partition 1 starts again at 0 (the broker came back empty): what it held is lost
+    assert publisher._delivered([m, m], acks((1, 0), (0, 7))) == [1]
+    assert len(publisher._history) == 5  # what a replay would send again
