@@ -183,7 +183,12 @@ def create_app(settings: StreamsSettings) -> faust.App:
 
 def _control_agents(app: faust.App, sql: SQLStore, live: LiveStreams, dead: Any) -> None:
     """Command tracking and the audit log (the control role)."""
-    tracker = CommandTracker(sql, live)
+    audit_topic = _topic(app, AUDIT)
+
+    async def append_audit(key: str, value: bytes) -> None:
+        await audit_topic.send(key=key.encode(), value=value)
+
+    tracker = CommandTracker(sql, live, append_audit)
     audit = AuditSink(sql)
 
     @app.agent(_topic(app, COMMAND_EVENTS), name="fleetdeck.command-events")
@@ -193,7 +198,7 @@ def _control_agents(app: faust.App, sql: SQLStore, live: LiveStreams, dead: Any)
             if bad:
                 await live.incr("command_events_invalid", bad)
 
-    @app.agent(_topic(app, AUDIT), name="fleetdeck.audit")
+    @app.agent(audit_topic, name="fleetdeck.audit")
     async def audit_events(stream: Any) -> None:
         async for batch in stream.take(500, within=0.05):
             _appended, bad = await _until_stored("audit events", audit.record, batch)

@@ -3,16 +3,24 @@
 Every record change is a compare-and-set on the stored status, so two deliveries of one report,
 or a report racing the expiry sweep, apply once. Each change is published to the commands
 stream in Redis (what the commands pages and ``fleetdeck bench dispatch`` watch).
+
+When a command ends (succeeded, failed, rejected, expired, timed out) the tracker appends a
+``command.finished`` audit event: the requester's reason and approval trace, what the handler
+reported it found before (``before`` in its result) and what it left (the keys of
+:data:`AUDITED_RESULT_KEYS`); never file contents or other bulk output.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 from connectors.redis_live import LiveEvent, LiveStreamError, LiveStreams
 from connectors.sql import SQLError, SQLStore
+from schemas.audit import AuditEvent
 from schemas.commands import CommandEvent, CommandRecord, CommandStatus
 from schemas.envelope import utcnow
 from streams.commands import logic
@@ -21,15 +29,44 @@ log = logging.getLogger(__name__)
 
 STREAM_MAXLEN = 20_000
 
+#: result keys copied into a finished command's audit record (what it changed, not contents)
+AUDITED_RESULT_KEYS = ("path", "destination", "entry_id", "line", "size", "sha256", "created",
+                       "written", "removed", "dry_run", "permanent", "trash_id", "complete")
+
+#: append(key, audit event JSON) to the audit topic
+AuditAppend = Callable[[str, bytes], Awaitable[None]]
+
+
+def finished_audit(record: CommandRecord) -> AuditEvent:
+    """The audit event of a command that reached a final status."""
+    cmd = record.command
+    result = record.result or {}
+    before: Any = result.get("before")
+    if before is not None and not isinstance(before, dict):
+        before = {"value": before}
+    after: dict[str, Any] = {"status": str(record.status), "type": cmd.type,
+                             "server_id": cmd.server_id, "message": record.message[:500]}
+    after.update({k: result[k] for k in AUDITED_RESULT_KEYS if k in result})
+    if record.result_ref:
+        after["result_ref"] = record.result_ref
+    by_agent = record.status in (CommandStatus.SUCCEEDED, CommandStatus.FAILED,
+                                 CommandStatus.REJECTED)
+    return AuditEvent(tenant=cmd.tenant, actor=f"agent:{cmd.server_id}" if by_agent
+                      else "fleetdeck:control", action="command.finished",
+                      target=f"command:{cmd.id}", reason=cmd.reason, approvals=cmd.approvals,
+                      before=before, after=after, outcome=str(record.status))
+
 
 def live_event(keys_stream: str, record: CommandRecord) -> LiveEvent:
     return LiveEvent(keys_stream, "command", json.dumps(record.summary()), STREAM_MAXLEN)
 
 
 class CommandTracker:
-    def __init__(self, sql: SQLStore, live: LiveStreams) -> None:
+    def __init__(self, sql: SQLStore, live: LiveStreams,
+                 audit: AuditAppend | None = None) -> None:
         self.sql = sql
         self.live = live
+        self.audit = audit
         self.ignored = 0
 
     async def handle(self, raw_events: list[bytes | None]) -> int:
@@ -101,6 +138,14 @@ class CommandTracker:
     async def _publish(self, records: list[CommandRecord]) -> None:
         if not records:
             return
+        if self.audit is not None:
+            for record in records:
+                if record.final:
+                    event = finished_audit(record)
+                    try:
+                        await self.audit(event.tenant, event.model_dump_json().encode())
+                    except Exception as exc:  # the SQL record keeps the outcome
+                        log.error("cannot audit command %s: %r", record.command.id, exc)
         stream = self.live.keys.commands_stream
         try:
             await self.live.publish([live_event(stream, r) for r in records])

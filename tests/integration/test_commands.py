@@ -121,10 +121,19 @@ async def test_ping_is_signed_acked_run_and_audited(
         assert resp.status_code == 200, resp.text
         return list(resp.json()["records"])
 
-    [record] = await eventually(audited)
-    event = record["event"]
+    async def both() -> list[dict[str, Any]] | None:
+        records = await audited()
+        return records if len(records) >= 2 else None
+
+    records = {r["event"]["action"]: r["event"] for r in await eventually(both)}
+    assert set(records) == {"command.create", "command.finished"}
+    event = records["command.create"]
     assert (event["action"], event["actor"], event["reason"]) == (
         "command.create", "olivia", "checking the agent")
+    finished = records["command.finished"]
+    assert (finished["actor"], finished["reason"], finished["outcome"]) == (
+        f"agent:{server}", "checking the agent", "succeeded")
+    assert finished["after"]["status"] == "succeeded" and finished["after"]["type"] == "PING"
 
 
 async def test_bad_requests_get_clear_errors(api: httpx.AsyncClient, anon: httpx.AsyncClient,

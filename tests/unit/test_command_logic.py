@@ -121,3 +121,27 @@ def test_overdue_commands_expire_or_time_out() -> None:
     timed_out = overdue(acked, limit)
     assert timed_out is not None and timed_out.status == S.TIMED_OUT
     assert overdue(run(acked, EventKind.SUCCEEDED), limit + timedelta(hours=1)) is None
+
+
+def test_a_finished_command_is_audited_with_before_and_after_but_no_contents() -> None:
+    from streams.commands.worker import finished_audit
+
+    base = record()
+    done = base.moved(CommandStatus.SUCCEEDED, base.created_at, "written", result={
+        "path": "/srv/app.conf", "size": 12, "sha256": "ab" * 32, "content": "secret",
+        "before": {"size": 3, "sha256": "cd" * 32}})
+    event = finished_audit(done)
+    assert event.action == "command.finished" and event.outcome == "succeeded"
+    assert event.actor == f"agent:{base.command.server_id}"
+    assert event.reason == base.command.reason
+    assert event.before == {"size": 3, "sha256": "cd" * 32}
+    assert event.after is not None and event.after["path"] == "/srv/app.conf"
+    assert "content" not in event.after
+    cron = base.moved(CommandStatus.SUCCEEDED, base.created_at, "ok",
+                      result={"line": "5 * * * * nobody /bin/true", "before": None})
+    assert finished_audit(cron).before is None
+    replaced = base.moved(CommandStatus.SUCCEEDED, base.created_at, "ok",
+                          result={"line": "new", "before": "old line"})
+    assert finished_audit(replaced).before == {"value": "old line"}
+    expired = base.moved(CommandStatus.EXPIRED, base.created_at, "no ACK")
+    assert finished_audit(expired).actor == "fleetdeck:control"
