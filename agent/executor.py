@@ -89,6 +89,12 @@ class ReplayGuard:
         self.path = path
         self._until: dict[str, float] = {}
         self._lines = 0
+        # group commit: lines waiting for the next fsync, how many were ever queued and how
+        # many of those are on disk; one fsync (in a thread) covers everything queued so far
+        self._buffer: list[str] = []
+        self._queued = 0
+        self._synced = 0
+        self._lock = asyncio.Lock()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._load(path)
@@ -96,19 +102,34 @@ class ReplayGuard:
     def seen(self, command_id: str) -> bool:
         return command_id in self._until
 
-    def remember(self, command: Command) -> None:
-        """Record the id durably; returns only once it is on disk."""
+    async def remember(self, command: Command) -> None:
+        """Record the id durably; returns only once it is on disk. The id counts as seen
+        at once (a second delivery arriving meanwhile is refused); commands accepted at the
+        same moment share one fsync, which runs off the event loop."""
         until = (command.expires_at + MAX_CLOCK_SKEW).timestamp()
         self._until[command.id] = until
         if self.path is None:
             return
+        self._buffer.append(f"{command.id} {until:.0f}\n")
+        self._queued += 1
+        mine = self._queued
+        async with self._lock:
+            if self._synced >= mine:  # an fsync that started after ours was queued covered it
+                return
+            lines, self._buffer = self._buffer, []
+            upto = self._queued
+            await asyncio.to_thread(self._append, lines)
+            self._synced = upto
+            self._lines += len(lines)
+            if self._lines > 1000 and self._lines > 2 * len(self._prune()):
+                await asyncio.to_thread(self._rewrite, dict(self._until))
+
+    def _append(self, lines: list[str]) -> None:
+        assert self.path is not None
         with open(self.path, "a", encoding="ascii") as f:
-            f.write(f"{command.id} {until:.0f}\n")
+            f.writelines(lines)
             f.flush()
             os.fsync(f.fileno())
-        self._lines += 1
-        if self._lines > 1000 and self._lines > 2 * len(self._prune()):
-            self._rewrite()
 
     def __len__(self) -> int:
         return len(self._until)
@@ -128,15 +149,15 @@ class ReplayGuard:
             self._lines += 1
         self._prune()
 
-    def _rewrite(self) -> None:
+    def _rewrite(self, until: dict[str, float]) -> None:
         assert self.path is not None
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", encoding="ascii") as f:
-            f.writelines(f"{k} {v:.0f}\n" for k, v in self._until.items())
+            f.writelines(f"{k} {v:.0f}\n" for k, v in until.items())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        self._lines = len(self._until)
+        self._lines = len(until)
 
 
 class Executor:
@@ -165,7 +186,7 @@ class Executor:
         except Rejected as exc:
             await self._reject(signed, tenant, server_id, str(exc))
             return
-        self.replay.remember(command)  # durable before the ACK: never run twice
+        await self.replay.remember(command)  # durable before the ACK: never run twice
         await self._report(command, EventKind.ACKED, "verified")
         self.counts["acked"] += 1
         task = asyncio.create_task(self._run(command), name=f"command-{command.id}")

@@ -93,7 +93,7 @@ def test_replay_is_remembered_across_restarts(tmp_path: Path) -> None:
     cmd = command()
     guard = ReplayGuard(path)
     gate(signed(cmd), guard)
-    guard.remember(cmd)
+    asyncio.run(guard.remember(cmd))
     with pytest.raises(Rejected, match="replayed"):
         gate(signed(cmd), guard)
     with pytest.raises(Rejected, match="replayed"):  # a new process reads the file
@@ -105,10 +105,26 @@ def test_replay_guard_forgets_ids_only_once_they_could_not_be_valid(tmp_path: Pa
     old = command(issued_at=NOW - timedelta(hours=2), expires_at=NOW - timedelta(hours=1))
     fresh = command()
     guard = ReplayGuard(path)
-    guard.remember(old)
-    guard.remember(fresh)
+    asyncio.run(guard.remember(old))
+    asyncio.run(guard.remember(fresh))
     reloaded = ReplayGuard(path)
     assert reloaded.seen(fresh.id) and not reloaded.seen(old.id)
+
+
+def test_replay_guard_commits_a_burst_together_and_keeps_every_id(tmp_path: Path) -> None:
+    path = tmp_path / "seen.log"
+    guard = ReplayGuard(path)
+    burst = [command() for _ in range(50)]
+
+    async def accept_all() -> None:
+        await asyncio.gather(*(guard.remember(c) for c in burst))
+
+    asyncio.run(accept_all())
+    assert guard._synced == 50 and not guard._buffer
+    lines = path.read_text().splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(c.id for c in burst)
+    reloaded = ReplayGuard(path)
+    assert all(reloaded.seen(c.id) for c in burst)
 
 
 def test_command_model_refuses_unknown_fields_and_bad_lifetimes() -> None:
