@@ -140,6 +140,37 @@ class CommandStore(StoreBase):
         data = await self._scalar("get command", query)
         return None if data is None else _load(CommandRecord, data)
 
+    async def get_commands(self, command_ids: Sequence[str]) -> dict[str, CommandRecord]:
+        """The stored commands among ``command_ids`` (unknown ids are left out), one query."""
+        if not command_ids:
+            return {}
+        query = select(CommandRow.data).where(CommandRow.id.in_(list(command_ids)))
+        records = _load_valid(CommandRecord, await self._scalars("get commands", query))
+        return {r.command.id: r for r in records}
+
+    async def update_commands(
+            self, changes: Sequence[tuple[CommandRecord, str, datetime | None]]) -> list[bool]:
+        """:meth:`update_command` for each (record, expect_status, deadline_at), all in one
+        transaction (one write lock for the batch instead of one per command); per change,
+        whether it was stored."""
+        if not changes:
+            return []
+        stored = []
+        async with self._tx("update commands") as conn:
+            for record, expect_status, deadline_at in changes:
+                stored.append(bool((await conn.execute(
+                    self._cas(record, expect_status, deadline_at))).rowcount))
+        return stored
+
+    def _cas(self, record: CommandRecord, expect_status: str,
+             deadline_at: datetime | None) -> Any:
+        cmd = record.command
+        values = _command_values(record, deadline_at)
+        return (update(CommandRow)
+                .where(CommandRow.id == cmd.id, CommandRow.status == str(expect_status),
+                       CommandRow.tenant == cmd.tenant, CommandRow.server_id == cmd.server_id)
+                .values({k: values[k] for k in _MOVABLE}))
+
     async def list_commands(self, tenant: str, *, server_id: str | None = None,
                             statuses: Sequence[str] | None = None, limit: int = 100,
                             before: datetime | None = None) -> list[CommandRecord]:
@@ -165,13 +196,8 @@ class CommandStore(StoreBase):
         ``expires_at`` is rewritten too: an approval re-issues the command with a new expiry,
         which :meth:`due_commands` must see.
         """
-        cmd = record.command
-        values = _command_values(record, deadline_at)
-        stmt = (update(CommandRow)
-                .where(CommandRow.id == cmd.id, CommandRow.status == str(expect_status),
-                       CommandRow.tenant == cmd.tenant, CommandRow.server_id == cmd.server_id)
-                .values({k: values[k] for k in _MOVABLE}))
-        return bool(await self._execute("update command", stmt))
+        return bool(await self._execute("update command",
+                                        self._cas(record, expect_status, deadline_at)))
 
     async def due_commands(self, now: datetime, limit: int = 500) -> list[CommandRecord]:
         """Overdue commands, oldest (created) first, at most ``limit``: queued or

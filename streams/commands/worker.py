@@ -74,9 +74,12 @@ class CommandTracker:
         SQLError (database unreachable) propagates: the batch comes again.
 
         The reports of one command in a batch (an ACK with its running and result, say) are
-        applied together: one read and one compare-and-set write per command instead of one
-        per report, which is what keeps the worker ahead of a busy fleet. Every step is
-        still published, in order, once the write holding all of them has succeeded."""
+        applied together, and the batch's commands are read with one query and written with
+        one transaction of compare-and-sets (one write lock per batch: SQLite's busy handler
+        sleeps up to 100 ms per retry when the UI and the workers take turns at the lock).
+        A command whose compare-and-set fails (moved by someone else meanwhile) is read and
+        applied again on its own. Every step is published, in order, once the write holding
+        it has succeeded."""
         by_command: dict[str, list[CommandEvent]] = {}
         bad = 0
         for raw in raw_events:
@@ -88,8 +91,23 @@ class CommandTracker:
                 continue
             by_command.setdefault(event.command_id, []).append(event)
         changed: list[CommandRecord] = []
+        stored = await self.sql.get_commands(list(by_command))
+        planned: list[tuple[CommandRecord, list[CommandRecord]]] = []
         for command_id, events in by_command.items():
-            changed.extend(await self._apply(command_id, events))
+            record = stored.get(command_id)
+            if record is None:
+                self.ignored += len(events)  # not ours (forged or from a wiped store)
+                continue
+            steps = self._steps(record, events)
+            if steps:
+                planned.append((record, steps))
+        written = await self.sql.update_commands(
+            [(steps[-1], str(old.status), self._deadline(steps[-1])) for old, steps in planned])
+        for (old, steps), ok in zip(planned, written, strict=True):
+            if ok:
+                changed.extend(steps)
+            else:
+                changed.extend(await self._apply(old.command.id, by_command[old.command.id]))
         await self._publish(changed)
         return bad
 
@@ -111,24 +129,33 @@ class CommandTracker:
             if record is None:
                 self.ignored += len(events)  # not ours (forged or from a wiped store)
                 return []
-            steps: list[CommandRecord] = []
-            for event in events:
-                updated = logic.apply(steps[-1] if steps else record, event, utcnow())
-                if updated is not None:
-                    steps.append(updated)
+            steps = self._steps(record, events)
             if not steps or await self._store(record, steps[-1]):
                 return steps
         log.warning("command %s kept changing under us; reports %s dropped", command_id,
                     ", ".join(str(e.kind) for e in events))
         return []
 
-    async def _store(self, old: CommandRecord, new: CommandRecord) -> bool:
-        limit = None
+    @staticmethod
+    def _steps(record: CommandRecord, events: list[CommandEvent]) -> list[CommandRecord]:
+        """The record after each of ``events`` that changes it."""
+        steps: list[CommandRecord] = []
+        for event in events:
+            updated = logic.apply(steps[-1] if steps else record, event, utcnow())
+            if updated is not None:
+                steps.append(updated)
+        return steps
+
+    @staticmethod
+    def _deadline(new: CommandRecord) -> datetime | None:
         if new.status in (CommandStatus.ACKED, CommandStatus.RUNNING) and new.acked_at:
-            limit = logic.deadline(new, new.acked_at)
+            return logic.deadline(new, new.acked_at)
+        return None
+
+    async def _store(self, old: CommandRecord, new: CommandRecord) -> bool:
         try:
             return await self.sql.update_command(new, expect_status=str(old.status),
-                                                 deadline_at=limit)
+                                                 deadline_at=self._deadline(new))
         except SQLError as exc:
             if exc.unreachable:
                 raise

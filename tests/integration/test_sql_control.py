@@ -207,6 +207,77 @@ async def test_update_command_is_compare_and_set(store: SQLStore) -> None:
     assert await store.due_commands(deadline + timedelta(hours=1)) == []
 
 
+async def test_batches_of_commands_are_read_and_compared_and_set_together(
+        store: SQLStore) -> None:
+    first, second, third = record(), record(), record()
+    for r in (first, second, third):
+        await store.create_command(r)
+    got = await store.get_commands([first.command.id, second.command.id, "0" * 32])
+    assert got == {first.command.id: first, second.command.id: second}
+    at = T0 + timedelta(seconds=5)
+    acked = [r.moved(CommandStatus.ACKED, at, "agent acked", acked_at=at)
+             for r in (first, second, third)]
+    # the third was moved by someone else first: only its compare-and-set fails
+    assert await store.update_command(acked[2], expect_status="queued")
+    stored = await store.update_commands([(a, "queued", at + timedelta(seconds=30))
+                                          for a in acked])
+    assert stored == [True, True, False]
+    assert (await store.get_commands([a.command.id for a in acked])) == {
+        a.command.id: a for a in acked}
+    assert await store.update_commands([]) == []
+
+
+async def test_the_tracker_stores_a_batch_of_reports_and_audits_finished_commands(
+        store: SQLStore) -> None:
+    from schemas.commands import CommandEvent, EventKind
+    from streams.commands.worker import CommandTracker
+
+    class Live:
+        class keys:
+            commands_stream = "test:commands"
+
+        def __init__(self) -> None:
+            self.published: list[str] = []
+
+        async def publish(self, events: list[Any]) -> None:
+            self.published.extend(e.data for e in events)
+
+    audited: list[bytes] = []
+
+    async def append(_key: str, value: bytes) -> None:
+        audited.append(value)
+
+    now = datetime.now(UTC)
+    pinged, acked_only, raced = record(at=now), record(at=now), record(at=now)
+    for r in (pinged, acked_only, raced):
+        await store.create_command(r)
+    live = Live()
+    tracker = CommandTracker(store, live, append)  # type: ignore[arg-type]
+
+    def report(r: CommandRecord, kind: EventKind, **fields: Any) -> bytes:
+        return CommandEvent(tenant=r.command.tenant, server_id=r.command.server_id,
+                            command_id=r.command.id, kind=kind, **fields).model_dump_json().encode()
+
+    # someone else moves `raced` first: its compare-and-set fails and it is applied again
+    stolen = raced.moved(CommandStatus.ACKED, now, "acked elsewhere", acked_at=now)
+    assert await store.update_command(stolen, expect_status="queued")
+    bad = await tracker.handle([
+        report(pinged, EventKind.ACKED), report(pinged, EventKind.RUNNING, seq=1),
+        report(pinged, EventKind.SUCCEEDED, seq=2, result={"pong": "hi"}),
+        report(acked_only, EventKind.ACKED), report(raced, EventKind.RUNNING, seq=1),
+        b"not json", report(record(), EventKind.ACKED)])
+    assert bad == 1 and tracker.ignored == 1
+    got = await store.get_commands([pinged.command.id, acked_only.command.id, raced.command.id])
+    assert got[pinged.command.id].status == CommandStatus.SUCCEEDED
+    assert got[pinged.command.id].result == {"pong": "hi"}
+    assert got[acked_only.command.id].status == CommandStatus.ACKED
+    assert got[raced.command.id].status == CommandStatus.RUNNING
+    assert len(live.published) == 5  # acked, running, succeeded, acked, running
+    [finished] = [AuditEvent.model_validate_json(v) for v in audited]
+    assert finished.target == f"command:{pinged.command.id}"
+    assert finished.outcome == "succeeded"
+
+
 async def test_an_approved_command_gets_its_new_expiry(store: SQLStore) -> None:
     waiting = record(status=CommandStatus.PENDING_APPROVAL, ttl_s=3600)
     await store.create_command(waiting)
