@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -25,7 +26,16 @@ from connectors.errors import ConnectorError
 from connectors.redis_live import LiveStreams
 from connectors.sql import SQLError, SQLStore
 from connectors.victoriametrics import VMClient
-from ui import alerts_api, api, audit_api, auth, commands_api, enroll_api, identity_api
+from ui import (
+    alerts_api,
+    api,
+    audit_api,
+    auth,
+    commands_api,
+    enroll_api,
+    identity_api,
+    ops_pages,
+)
 from ui.auth import Principal, authenticate
 from ui.errors import APIError, http_error, upstream_error
 from ui.settings import UISettings
@@ -85,7 +95,10 @@ async def login_page(request: Request) -> Response:
         "nav": "login", "next": _safe_next(request.query_params.get("next"))})
 
 
-async def commands_page(request: Request) -> Response:
+async def _server_ops_page(request: Request, template: str,
+                           extra: dict[str, Any] | None = None) -> Response:
+    """A per-server page that works through the command bus (commands, cron, files): signed
+    in, and the server in the caller's tenant (else 404, as the commands API says)."""
     principal = await _signed_in_or_login(request)
     if isinstance(principal, Response):
         return principal
@@ -95,8 +108,23 @@ async def commands_page(request: Request) -> Response:
                        f"{principal.tenant!r}")
     raw = await request.app.state.live.summary(server_id)
     hostname = str(orjson.loads(raw).get("hostname") or "") if raw is not None else ""
-    return templates.TemplateResponse(request, "commands.html", {
-        "nav": "servers", "server_id": server_id, "hostname": hostname or server_id})
+    return templates.TemplateResponse(request, template, {
+        "nav": "servers", "server_id": server_id, "hostname": hostname or server_id,
+        **(extra or {})})
+
+
+async def commands_page(request: Request) -> Response:
+    return await _server_ops_page(request, "commands.html")
+
+
+async def cron_page(request: Request) -> Response:
+    return await _server_ops_page(request, "cron.html", {
+        "cron_templates": ops_pages.cron_templates(),
+        "limits": ops_pages.limits()})
+
+
+async def files_page(request: Request) -> Response:
+    return await _server_ops_page(request, "files.html", {"limits": ops_pages.limits()})
 
 
 async def approvals_page(request: Request) -> Response:
@@ -189,6 +217,8 @@ def create_app(settings: UISettings) -> Starlette:
         Route("/", index, include_in_schema=False),
         Route("/servers/{id}", server_page, include_in_schema=False),
         Route("/servers/{id}/commands", commands_page, include_in_schema=False),
+        Route("/servers/{id}/cron", cron_page, include_in_schema=False),
+        Route("/servers/{id}/files", files_page, include_in_schema=False),
         Route("/login", login_page, include_in_schema=False),
         Route("/approvals", approvals_page, include_in_schema=False),
         Route("/audit", audit_page, include_in_schema=False),

@@ -176,10 +176,11 @@ async def test_ping_is_approved_by_another_user_runs_and_is_audited(
         await otto_page.wait_for_selector('#page[data-state="ready"]')
         actions = await otto_page.locator("#audit-rows tr").evaluate_all(
             "rows => rows.map(r => r.dataset.action)")
-        return actions if {"command.create", "command.approve"} <= set(actions) else []
+        wanted = {"command.create", "command.approve", "command.finished"}
+        return actions if wanted <= set(actions) else []
 
     actions = await eventually(audited, timeout=20, interval=0.5)
-    assert actions == ["command.approve", "command.create"]
+    assert actions == ["command.finished", "command.approve", "command.create"]
     assert "action=command.*" in otto_page.url.replace("%2A", "*")
     approve = otto_page.locator('#audit-rows tr[data-action="command.approve"]')
     await expect(approve.locator(".a-actor")).to_have_text(otto)

@@ -13,9 +13,11 @@ export const FINAL = new Set(["succeeded", "failed", "rejected", "expired", "tim
 export const $ = (id) => document.getElementById(id);
 
 // Sends a request (`body` as JSON when given). Returns {ok: true, status, body} or, after
-// showing the failure in the error banner, {ok: false, status, message} where message is the
-// API's own. A 401 (the session ended) goes to the sign-in page.
-export async function request(method, url, body) {
+// showing the failure in the error banner (unless `quiet`: the caller shows it in place),
+// {ok: false, status, message} where message is the API's own. A 401 (the session ended)
+// goes to the sign-in page.
+export async function request(method, url, body, { quiet = false } = {}) {
+  const report = quiet ? () => {} : showError;
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
@@ -25,7 +27,7 @@ export async function request(method, url, body) {
     });
   } catch (err) {
     const message = `Network error on ${method} ${url}: ${err.message}`;
-    showError(message);
+    report(message);
     return { ok: false, status: 0, message };
   }
   const parsed = await response.json().catch(() => null);
@@ -36,11 +38,11 @@ export async function request(method, url, body) {
   if (!response.ok) {
     const e = parsed?.error;
     const message = e?.message ?? `HTTP ${response.status} ${response.statusText}`;
-    showError(e ? `${e.code}: ${e.message}` : `${message} for ${method} ${url}`);
+    report(e ? `${e.code}: ${e.message}` : `${message} for ${method} ${url}`);
     return { ok: false, status: response.status, message };
   }
   if (parsed === null) {
-    showError(`Malformed JSON from ${url}`);
+    report(`Malformed JSON from ${url}`);
     return { ok: false, status: response.status, message: "malformed reply" };
   }
   return { ok: true, status: response.status, body: parsed };
