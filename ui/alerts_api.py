@@ -89,7 +89,7 @@ def _field_error(exc: ValidationError) -> APIError:
     return APIError(400, "bad_request", f"field {where!r}: {message}")
 
 
-async def _json(request: Request) -> Any:
+async def _json(request: Request, max_body: int = MAX_BODY) -> Any:
     """The request's JSON body. Only ``application/json`` is read: browsers send other
     types cross-site without asking, so this also keeps other sites' pages out."""
     same_origin(request)
@@ -97,8 +97,8 @@ async def _json(request: Request) -> Any:
     if kind != "application/json":
         raise APIError(415, "unsupported_media_type", "send the body as application/json")
     raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise APIError(413, "too_large", f"the body is larger than {MAX_BODY} bytes")
+    if len(raw) > max_body:
+        raise APIError(413, "too_large", f"the body is larger than {max_body} bytes")
     try:
         return orjson.loads(raw or b"null")
     except orjson.JSONDecodeError:

@@ -43,6 +43,10 @@ from ui.errors import APIError, bad_parameter
 
 log = logging.getLogger(__name__)
 
+#: a command body may carry a FILE_WRITE or FILE_UPLOAD_CHUNK of 128 KiB as base64, with room
+#: to spare (a signed command is at most 256 KiB)
+MAX_COMMAND_BODY = 200 * 1024
+
 COMMAND_ID_CHARS = frozenset("0123456789abcdef")
 
 
@@ -139,7 +143,7 @@ async def create_command(request: Request) -> Response:
       503: {description: the event log or SQL store is unavailable}
     """
     principal = await require(request, Role.OPERATOR)
-    body: CommandBody = _parse(CommandBody, await _json(request))
+    body: CommandBody = _parse(CommandBody, await _json(request, MAX_COMMAND_BODY))
     if await server_tenant(request, body.server_id) != principal.tenant:
         raise APIError(404, "not_found", f"no server {body.server_id!r} in tenant "
                        f"{principal.tenant!r}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from schemas.commands import MAX_INLINE_RESULT_BYTES
 from schemas.cron import DEFAULT_PREVIEW, MAX_PREVIEW, MAX_SCHEDULE, TEMPLATE_PARAMS
-from ui.alerts_api import MAX_BODY
+from ui.commands_api import MAX_COMMAND_BODY
 
 
 def _text(docstring: str | None) -> str:
@@ -29,6 +29,6 @@ def cron_templates() -> list[dict[str, Any]]:
 
 def limits() -> dict[str, int]:
     """Sizes the pages' requests and results must stay within."""
-    return {"max_body": MAX_BODY, "max_result": MAX_INLINE_RESULT_BYTES,
+    return {"max_body": MAX_COMMAND_BODY, "max_result": MAX_INLINE_RESULT_BYTES,
             "max_schedule": MAX_SCHEDULE, "preview": DEFAULT_PREVIEW,
             "max_preview": MAX_PREVIEW}
