@@ -5,11 +5,17 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.kafka import KafkaSettings
 from schemas import ID_PATTERN
+from schemas.files import MAX_CHUNK_BYTES
+
+#: MIME types the file manager never reads or writes by default: native executables
+DEFAULT_MIME_DENY = ("application/x-executable", "application/x-sharedlib",
+                     "application/x-pie-executable", "application/x-mach-binary",
+                     "application/x-dosexec")
 
 
 class AgentSettings(BaseSettings):
@@ -58,6 +64,34 @@ class AgentSettings(BaseSettings):
     cron_freeform_tenants: list[str] = Field(default_factory=list, description="Tenants whose "
                                              "approved commands may carry free-form cron "
                                              "commands (off for all by default)")
+
+    # file manager (agent/ops/files.py)
+    file_roots: list[Path] = Field(default_factory=list, description="Sandbox roots (absolute "
+                                   "directories) the file manager works under; empty: the "
+                                   "file manager is off")
+    file_max_read_bytes: int = Field(1024 * 1024, ge=1, le=64 * 1024 * 1024,
+                                     description="Most bytes one FILE_READ returns")
+    file_max_write_bytes: int = Field(MAX_CHUNK_BYTES, ge=0, le=MAX_CHUNK_BYTES,
+                                      description="Largest file one FILE_WRITE writes")
+    file_max_upload_bytes: int = Field(512 * 1024 * 1024, ge=0, le=1 << 40,
+                                       description="Largest file an upload builds")
+    file_mime_allow: list[str] = Field(default_factory=list, description="MIME types (globs "
+                                       "such as text/*) that may be read and written, detected "
+                                       "from the content; empty: every type not denied")
+    file_mime_deny: list[str] = Field(default_factory=lambda: list(DEFAULT_MIME_DENY),
+                                      description="MIME types (globs) never read or written, "
+                                      "detected from the content; wins over file_mime_allow")
+    file_denylist: list[str] = Field(default_factory=list, description="Extra paths (globs) "
+                                     "refused inside every root, besides the built-in system "
+                                     "paths; a glob without '/' matches any path component")
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
+        relative = [str(root) for root in roots if not root.is_absolute()]
+        if relative:
+            raise ValueError(f"file roots must be absolute paths: {', '.join(relative)}")
+        return roots
 
     def control_key_file(self) -> Path | None:
         """The pinned key: the configured file, else the one enrollment stored."""

@@ -224,8 +224,13 @@ class EmbeddedStack:
         for name in watch or []:
             args += ["--watch", name]
         label = "agent" if not simulate else f"agent-simulated-{simulate}"
-        return self._fleetdeck(label, args, env={
-            "FLEETDECK_AGENT_STATE_DIR": str(self.data_dir / label)})
+        env = {"FLEETDECK_AGENT_STATE_DIR": str(self.data_dir / label)}
+        if local and not simulate:
+            # the local agent's file manager works in a sandbox of its own, never on the host
+            files = self.data_dir / "files"
+            files.mkdir(parents=True, exist_ok=True)
+            env["FLEETDECK_AGENT_FILE_ROOTS"] = json.dumps([str(files)])
+        return self._fleetdeck(label, args, env=env)
 
     def ensure_admin(self) -> tuple[str, str | None]:
         """A local admin of tenant "default": (user name, its new password, or None when it

@@ -25,6 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from schemas.cron import CronCreateParams, CronDeleteParams, CronListParams, CronUpdateParams
 from schemas.envelope import SCHEMA_VERSION, Envelope, ServerId, TenantId, UtcDatetime, new_id
+from schemas.files import (
+    FileDeleteParams,
+    FileListParams,
+    FileMoveParams,
+    FileReadParams,
+    FileRestoreParams,
+    FileUploadChunkParams,
+    FileWriteParams,
+)
 
 #: Largest result carried inside a command event; anything bigger is stored by reference.
 MAX_INLINE_RESULT_BYTES = 16 * 1024
@@ -52,7 +61,9 @@ class PingParams(_Params):
 
 #: Every command's parameters, discriminated by ``type``: add a model to this union (and its
 #: handler in agent/ops) for each new command type.
-AnyParams = PingParams | CronListParams | CronCreateParams | CronUpdateParams | CronDeleteParams
+AnyParams = (PingParams | CronListParams | CronCreateParams | CronUpdateParams | CronDeleteParams
+             | FileListParams | FileReadParams | FileWriteParams | FileUploadChunkParams
+             | FileMoveParams | FileDeleteParams | FileRestoreParams)
 CommandParams = Annotated[AnyParams, Field(discriminator="type")]
 params_adapter: TypeAdapter[AnyParams] = TypeAdapter(CommandParams)
 

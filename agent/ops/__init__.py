@@ -17,7 +17,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.ops import cron, ping
+from agent.ops import cron, files, ping
 from agent.ops.base import OpsContext, OpsError, Report
 from schemas.commands import COMMAND_TYPES, Command
 
@@ -44,6 +44,13 @@ HANDLERS: dict[str, Factory] = {
     "CRON_CREATE": with_context(cron.create),
     "CRON_UPDATE": with_context(cron.update),
     "CRON_DELETE": with_context(cron.delete),
+    "FILE_LIST": with_context(files.list_dir),
+    "FILE_READ": with_context(files.read),
+    "FILE_WRITE": with_context(files.write),
+    "FILE_UPLOAD_CHUNK": with_context(files.upload_chunk),
+    "FILE_MOVE": with_context(files.move),
+    "FILE_DELETE": with_context(files.delete),
+    "FILE_RESTORE": with_context(files.restore),
 }
 
 

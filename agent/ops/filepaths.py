@@ -61,19 +61,34 @@ class Reason(StrEnum):
     PARENT_SEGMENT = "parent-segment"
     TRAILING = "trailing-dot-or-space"
     HOME = "home-shorthand"
-    # decided against the agent's configuration and the file system (agent/ops/sandbox.py)
+    # decided against the agent's configuration and the file system (agent/ops/filesandbox.py)
     DISABLED = "disabled"
     UNKNOWN_ROOT = "unknown-root"
     AMBIGUOUS_ROOT = "ambiguous-root"
-    OUTSIDE_ROOTS = "outside-roots"
+    OUTSIDE_ROOT = "outside-root"
     RESERVED = "reserved"
-    DENIED = "denied"
+    DENIED = "denied-path"
     SYMLINK_ESCAPE = "symlink-escape"
     SYMLINK_LOOP = "symlink-loop"
     NOT_FOUND = "not-found"
     NOT_A_DIRECTORY = "not-a-directory"
-    NOT_REGULAR = "not-regular"
+    IS_A_DIRECTORY = "is-a-directory"
+    SPECIAL_FILE = "special-file"
+    IS_ROOT = "is-root"
     CHANGED = "changed-during-operation"
+    PERMISSION = "permission-denied"
+    # decided by the operation (agent/ops/files.py, fileupload.py, filetrash.py)
+    TOO_LARGE = "too-large"
+    MIME_DENIED = "mime-denied"
+    EXISTS = "exists"
+    NOT_EMPTY = "not-empty"
+    PRECONDITION = "precondition-failed"
+    BAD_OFFSET = "bad-offset"
+    CHECKSUM = "checksum-mismatch"
+    UPLOAD_MISMATCH = "upload-mismatch"
+    CROSS_DEVICE = "cross-device"
+    INVALID_MOVE = "invalid-move"
+    NOT_TEXT = "not-text"
 
 
 class PathRefused(OpsError):
@@ -119,7 +134,7 @@ def text_problem(text: str) -> tuple[Reason, str] | None:
         return Reason.TOO_LONG, f"the path is {size} bytes long, at most {MAX_PATH_BYTES} allowed"
     if "\x00" in text:
         return Reason.NUL_BYTE, "the path contains a NUL byte"
-    for previous, ch in zip(" " + text, text, strict=True):
+    for previous, ch in zip((" " + text)[:len(text)], text, strict=True):
         problem = char_problem(ch, previous)
         if problem is not None:
             return problem

@@ -1,0 +1,593 @@
+"""The file manager on real temporary directory trees: a table of hostile paths, each with
+its exact reason, and the operations (atomic writes, resumable uploads, moves, the trash,
+listing, MIME and size checks, a directory swapped for a symlink). Every test checks that
+nothing outside the sandbox changed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.ops import OpsContext, bind, filesandbox
+from agent.ops.filemime import sniff
+from agent.ops.filepaths import PathRefused
+from agent.ops.files import listing, move_path, read_file, write_file
+from agent.ops.filesandbox import Sandbox
+from agent.ops.filetrash import delete, restore
+from agent.ops.fileupload import receive
+from agent.settings import AgentSettings
+from schemas.commands import Command
+from schemas.envelope import utcnow
+from schemas.files import (
+    FileDeleteParams,
+    FileListParams,
+    FileMoveParams,
+    FileReadParams,
+    FileRestoreParams,
+    FileUploadChunkParams,
+    FileWriteParams,
+)
+
+ELF = (b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + struct.pack("<H", 2) + b"\x00" * 46)
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+@dataclass
+class Tree:
+    base: Path
+    root: Path
+    outside: Path
+    key: Path
+    state: Path
+
+    def settings(self, **changes: Any) -> AgentSettings:
+        values: dict[str, Any] = {"file_roots": [self.root], "state_dir": self.state,
+                                  "control_key": self.key}
+        values.update(changes)
+        return AgentSettings(**values)
+
+    def sandbox(self, **changes: Any) -> Sandbox:
+        return Sandbox(self.settings(**changes))
+
+
+def snapshot(top: Path) -> dict[str, tuple[int, str]]:
+    """Every object under ``top``: mode and content hash (or link target)."""
+    seen: dict[str, tuple[int, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                what = "-> " + os.readlink(path)
+            elif stat.S_ISREG(info.st_mode):
+                what = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                what = ""
+            seen[str(path.relative_to(top))] = (info.st_mode, what)
+    return seen
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tree]:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "secret.txt").write_text("outside secret\n")
+    (outside / "dir" / "x").write_text("x\n")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key = keys / "control.pub"
+    key.write_text("-----BEGIN PUBLIC KEY-----\n")
+    (root / "www" / "sub" / "deep").mkdir(parents=True)
+    (root / "www" / "index.html").write_text("<html>hello</html>\n")
+    (root / "www" / "sub" / "deep" / "file.txt").write_text("deep\n")
+    (root / "www" / "server.pem").write_text("pem\n")
+    (root / "agent-state").mkdir()
+    (root / "agent-state" / "seen.log").write_text("ids\n")
+    (root / "agent-state" / "control.pub").write_text("pinned key\n")
+    links = {
+        "esc1": "../outside", "www/esc2": "../../outside/secret.txt",
+        "www/sub/esc3": "../../../outside", "www/sub/deep/esc4": str(outside / "secret.txt"),
+        "shadow": "/etc/shadow", "loop1": "loop2", "loop2": "loop1", "self": "self",
+        "dirout": str(outside), "www/upup": "../..", "www/up": "..",
+        "www/inside": "index.html", "www/absinside": str(root / "www" / "index.html"),
+        "www/sneaky": "../.fleetdeck-trash", "www/dotdotabs": f"{root}/../outside",
+        "www/sub/chain": "../../www/sub/deep/esc4", "dangling": "nowhere/file",
+    }
+    for name, target in links.items():
+        (root / name).symlink_to(target)
+    os.mkfifo(root / "fifo")
+    monkeypatch.chdir(root)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind("sock")
+    os.link(key, root / "hardkey")
+    before = snapshot(outside), snapshot(keys)
+    yield Tree(tmp_path, root, outside, key, root / "agent-state")
+    sock.close()
+    assert (snapshot(outside), snapshot(keys)) == before, "something outside the sandbox changed"
+
+
+def outcome(run: Callable[[], Any]) -> str:
+    try:
+        run()
+    except PathRefused as exc:
+        assert str(exc).startswith(f"refused ({exc.reason}): "), str(exc)
+        return str(exc.reason)
+    return "ok"
+
+
+def read(sandbox: Sandbox, path: str, **params: Any) -> dict[str, Any]:
+    return read_file(sandbox, FileReadParams(path=path, **params))
+
+
+def write(sandbox: Sandbox, path: str, content: str | bytes, **params: Any) -> dict[str, Any]:
+    if isinstance(content, bytes):
+        params.update(content=base64.b64encode(content).decode(), encoding="base64")
+    else:
+        params.update(content=content)
+    return write_file(sandbox, FileWriteParams(path=path, **params))
+
+
+# (case, path, reason): FILE_READ against the tree's root
+HOSTILE_READS = [
+    ("dotdot", "../outside/secret.txt", "parent-segment"),
+    ("dotdot inside", "www/../../outside/secret.txt", "parent-segment"),
+    ("dotdot alone", "..", "parent-segment"),
+    ("absolute outside", "/etc/passwd", "outside-root"),
+    ("absolute tmp", "/tmp", "outside-root"),
+    ("percent dotdot", "%2e%2e/outside/secret.txt", "percent-encoding"),
+    ("percent slash", "www%2Findex.html", "percent-encoding"),
+    ("double percent", "%252e%252e/outside", "percent-encoding"),
+    ("percent unicode", "%u002e%u002e/outside", "percent-encoding"),
+    ("fullwidth dots", "\uff0e\uff0e/outside/secret.txt", "not-normalised"),
+    ("fullwidth solidus", "www\uff0findex.html", "not-normalised"),
+    ("two dot leader", "\u2025/outside", "not-normalised"),
+    ("ligature", "www/\ufb01le", "not-normalised"),
+    ("decomposed accent", "www/e\u0301.txt", "not-normalised"),
+    ("division slash", "www\u2215index.html", "look-alike"),
+    ("ideographic stop", "www/index\u3002html", "look-alike"),
+    ("no-break space", "www/\u00a0index.html", "look-alike"),
+    ("nul byte", "www/index.html\x00.png", "nul-byte"),
+    ("backslash", "www\\index.html", "backslash"),
+    ("backslash dotdot", "..\\outside\\secret.txt", "backslash"),
+    ("empty segment", "www//index.html", "empty-segment"),
+    ("leading double slash", "//etc/passwd", "empty-segment"),
+    ("dot segment", "./www/index.html", "dot-segment"),
+    ("trailing dot segment", "www/.", "dot-segment"),
+    ("trailing dot", "www/index.html.", "trailing-dot-or-space"),
+    ("trailing space", "www/index.html ", "trailing-dot-or-space"),
+    ("home", "~/.ssh/id_rsa", "home-shorthand"),
+    ("other home", "~root/.ssh", "home-shorthand"),
+    ("bidi override", "www/\u202elmth.xedni", "invisible-character"),
+    ("zero width space", "www/\u200bindex.html", "invisible-character"),
+    ("newline", "www/\nindex.html", "control-character"),
+    ("long segment", "a" * 256, "too-long"),
+    ("link escape depth 1", "esc1/secret.txt", "symlink-escape"),
+    ("link escape depth 2", "www/esc2", "symlink-escape"),
+    ("link escape depth 3", "www/sub/esc3/secret.txt", "symlink-escape"),
+    ("absolute link escape depth 3", "www/sub/deep/esc4", "symlink-escape"),
+    ("link to /etc/shadow", "shadow", "symlink-escape"),
+    ("link loop", "loop1", "symlink-loop"),
+    ("link to itself", "self", "symlink-loop"),
+    ("dir link outside", "dirout/dir/x", "symlink-escape"),
+    ("link to the root's parent", "www/upup/outside/secret.txt", "symlink-escape"),
+    ("absolute link with dotdot", "www/dotdotabs/secret.txt", "symlink-escape"),
+    ("chain of links", "www/sub/chain", "symlink-escape"),
+    ("link to the trash", "www/sneaky/index.json", "reserved"),
+    ("fifo", "fifo", "special-file"),
+    ("socket", "sock", "special-file"),
+    ("agent key", "agent-state/control.pub", "denied-path"),
+    ("agent key absolute", "/STATE/control.pub", "denied-path"),
+    ("agent state", "agent-state/seen.log", "denied-path"),
+    ("hard link of a key", "hardkey", "denied-path"),
+    ("trash", ".fleetdeck-trash/index.json", "reserved"),
+    ("uploads", ".fleetdeck-uploads/x.part", "reserved"),
+    ("missing", "nope/file", "not-found"),
+    ("file as directory", "www/index.html/x", "not-a-directory"),
+    ("directory", "www", "is-a-directory"),
+    ("dangling link", "dangling", "not-found"),
+]
+
+
+@pytest.mark.parametrize(("case", "path", "reason"), HOSTILE_READS,
+                         ids=[c[0] for c in HOSTILE_READS])
+def test_hostile_paths_are_refused_with_their_reason(tree: Tree, case: str, path: str,
+                                                     reason: str) -> None:
+    path = path.replace("/STATE", str(tree.state))
+    sandbox = tree.sandbox()
+    assert outcome(lambda: read(sandbox, path)) == reason
+    if reason not in ("is-a-directory", "not-found"):
+        assert outcome(lambda: write(sandbox, path, "pwned")) == reason
+    if not os.path.islink(tree.root / path.replace("\x00", "")):  # a link itself may go
+        assert outcome(lambda: delete(sandbox, FileDeleteParams(
+            path=path, permanent=True, recursive=True))) == (
+            "ok" if reason == "is-a-directory" else reason)
+
+
+# (case, root, path, reason, op): against a misconfigured root
+MISCONFIGURED = [
+    ("proc", "/", "/proc/self/environ", "denied-path"),
+    ("proc relative", "/", "proc/1/mem", "denied-path"),
+    ("dev null", "/", "/dev/null", "denied-path"),
+    ("dev disk", "/", "/dev/sda", "denied-path"),
+    ("sys", "/", "/sys/kernel/notes", "denied-path"),
+    ("boot", "/", "/boot/vmlinuz", "denied-path"),
+    ("shadow", "/", "/etc/shadow", "denied-path"),
+    ("gshadow", "/", "/etc/gshadow", "denied-path"),
+    ("sudoers", "/", "/etc/sudoers", "denied-path"),
+    ("sudoers.d", "/", "/etc/sudoers.d/README", "denied-path"),
+    ("sudoers glob", "/", "/etc/sudoers.bak", "denied-path"),
+    ("root ssh", "/", "/root/.ssh/authorized_keys", "denied-path"),
+    ("etc root shadow", "/etc", "shadow", "denied-path"),
+    ("etc root sudoers", "/etc", "/etc/sudoers.d/x", "denied-path"),
+    ("proc root", "/proc", "self/status", "denied-path"),
+]
+
+
+@pytest.mark.parametrize(("case", "root", "path", "reason"), MISCONFIGURED,
+                         ids=[c[0] for c in MISCONFIGURED])
+def test_system_paths_are_refused_even_inside_a_misconfigured_root(
+        tree: Tree, case: str, root: str, path: str, reason: str) -> None:
+    sandbox = tree.sandbox(file_roots=[Path(root)])
+    assert outcome(lambda: read(sandbox, path)) == reason
+    assert outcome(lambda: write(sandbox, path, "pwned")) == reason
+
+
+def test_the_agents_own_files_and_extra_globs_are_denied(tree: Tree) -> None:
+    sandbox = tree.sandbox(file_roots=[Path("/")], file_denylist=["*.pem"])
+    assert outcome(lambda: read(sandbox, str(tree.root / "www/server.pem"))) == "denied-path"
+    assert outcome(lambda: read(sandbox, str(tree.key))) == "denied-path"
+    assert outcome(lambda: read(sandbox, str(tree.root / "hardkey"))) == "denied-path"
+    assert outcome(lambda: listing(sandbox, FileListParams(path=str(tree.state)))) == \
+        "denied-path"
+    assert read(sandbox, str(tree.root / "www/index.html"))["content"] == "<html>hello</html>\n"
+
+
+def test_roots_are_chosen_explicitly() -> None:
+    assert outcome(lambda: read(Sandbox(AgentSettings()), "x")) == "disabled"
+    two = Sandbox(AgentSettings(file_roots=[Path("/srv"), Path("/var/www")]))
+    assert outcome(lambda: read(two, "x")) == "ambiguous-root"
+    assert outcome(lambda: read(two, "x", root=5)) == "unknown-root"
+    assert outcome(lambda: read(two, "/etc/passwd", root="/srv")) == "outside-root"
+    assert two.root("/var/www/").index == 1 and two.root("0").index == 0
+
+
+def test_links_inside_the_root_are_followed(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    for path in ("www/inside", "www/absinside", "www/up/www/index.html"):
+        got = read(sandbox, path)
+        assert got["path"] == "www/index.html" and got["content"] == "<html>hello</html>\n"
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+def test_listing_is_paginated_and_sorted_with_facts(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    for i in range(25):
+        (tree.root / "www" / "sub" / f"f{i:02d}").write_text("x" * i)
+    (tree.root / "www/sub/f03").chmod(0o640)
+    page = listing(sandbox, FileListParams(path="www/sub", offset=10, limit=5))
+    assert page["root"] == str(tree.root) and page["path"] == "www/sub"
+    assert (page["total"], page["offset"], page["limit"]) == (28, 10, 5)
+    assert [e["name"] for e in page["entries"]] == ["f07", "f08", "f09", "f10", "f11"]
+    first = listing(sandbox, FileListParams(path="www/sub", limit=3))["entries"]
+    assert [(e["name"], e["type"]) for e in first] == [("chain", "symlink"), ("deep", "dir"),
+                                                         ("esc3", "symlink")]
+    f03 = listing(sandbox, FileListParams(path="www/sub", offset=6, limit=1))["entries"][0]
+    assert f03["name"] == "f03" and f03["mode"] == "0640" and f03["size"] == 3
+    assert f03["owner"] and f03["group"] and f03["mtime"].endswith("+00:00")
+    write(sandbox, "www/new.txt", "hi")
+    delete(sandbox, FileDeleteParams(path="www/new.txt"))
+    top = listing(sandbox, FileListParams(limit=1000))
+    names = {e["name"]: e["type"] for e in top["entries"]}
+    assert ".fleetdeck-trash" not in names and names["fifo"] == "other"
+    assert top["path"] == ""
+    assert outcome(lambda: listing(sandbox, FileListParams(path="www/index.html"))) == \
+        "not-a-directory"
+    assert outcome(lambda: listing(sandbox, FileListParams(path="dirout"))) == "symlink-escape"
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+def test_reads_return_pieces_with_the_whole_files_hash(tree: Tree) -> None:
+    sandbox = tree.sandbox(file_max_read_bytes=8)
+    data = b"0123456789abcdefXYZ"
+    (tree.root / "www/data.txt").write_bytes(data)
+    got = read(sandbox, "www/data.txt", offset=8)
+    assert got == {"path": "www/data.txt", "size": 19, "sha256": hashlib.sha256(data).hexdigest(),
+                   "offset": 8, "length": 8, "encoding": "utf-8", "content": "89abcdef",
+                   "mime": "text/plain", "eof": False}
+    assert read(sandbox, "www/data.txt", offset=16)["eof"] is True
+    assert outcome(lambda: read(sandbox, "www/data.txt", length=9)) == "too-large"
+    (tree.root / "www/blob").write_bytes(b"\x00\x01\xff" * 2)
+    blob = read(sandbox, "www/blob")
+    assert blob["encoding"] == "base64" and base64.b64decode(blob["content"]) == b"\x00\x01\xff" * 2
+
+
+def test_mime_is_detected_from_content_and_checked(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    (tree.root / "www/tool.txt").write_bytes(ELF)  # the name says text, the content says ELF
+    assert outcome(lambda: read(sandbox, "www/tool.txt")) == "mime-denied"
+    assert outcome(lambda: write(sandbox, "www/tool2.txt", ELF)) == "mime-denied"
+    assert not (tree.root / "www/tool2.txt").exists()
+    texts = tree.sandbox(file_mime_allow=["text/*"])
+    assert outcome(lambda: write(texts, "www/pic.txt", PNG)) == "mime-denied"
+    assert outcome(lambda: write(texts, "www/ok.txt", "fine")) == "ok"
+    assert sniff(ELF) == "application/x-executable"
+    assert sniff(b"#!/bin/sh\necho hi\n") == "text/x-shellscript"
+    assert sniff(b"MZ" + b"\x00" * 58 + struct.pack("<I", 64) + b"PE\x00\x00") == \
+        "application/x-dosexec"
+    assert sniff(b"MZ is a postcode\n") == "text/plain"
+    assert sniff(b"") == "application/x-empty"
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+def test_writes_are_atomic_and_keep_mode_and_owner(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    target = tree.root / "www/index.html"
+    target.chmod(0o640)
+    os.chown(target, 1234, 4321)
+    old = hashlib.sha256(target.read_bytes()).hexdigest()
+    inode = target.stat().st_ino
+    got = write(sandbox, "www/index.html", "new\n", expected_sha256=old)
+    assert got == {"path": "www/index.html", "size": 4,
+                   "sha256": hashlib.sha256(b"new\n").hexdigest(), "created": False,
+                   "before": {"size": 19, "sha256": old}}
+    info = target.stat()
+    assert target.read_text() == "new\n" and info.st_ino != inode  # replaced, not rewritten
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o640, 1234, 4321)
+    assert not [p for p in (tree.root / "www").iterdir() if p.name.startswith(".fleetdeck")]
+    made = write(sandbox, "www/new.txt", "x", mode=0o600)
+    assert made["created"] is True and made["before"] is None
+    assert stat.S_IMODE((tree.root / "www/new.txt").stat().st_mode) == 0o600
+    linked = write(sandbox, "www/inside", "via link\n")  # a link inside: its target is written
+    assert linked["path"] == "www/index.html" and (tree.root / "www/inside").is_symlink()
+
+
+def test_a_stale_hash_refuses_the_write_and_changes_nothing(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    before = snapshot(tree.root)
+    stale = "0" * 64
+    assert outcome(lambda: write(sandbox, "www/index.html", "x", expected_sha256=stale)) == \
+        "precondition-failed"
+    assert outcome(lambda: write(sandbox, "www/none.txt", "x", expected_sha256=stale)) == \
+        "precondition-failed"
+    assert outcome(lambda: write(tree.sandbox(file_max_write_bytes=3), "www/big", "1234")) \
+        == "too-large"
+    assert outcome(lambda: write(sandbox, str(tree.root), "x")) == "is-a-directory"
+    assert snapshot(tree.root) == before
+
+
+# -- uploads ---------------------------------------------------------------------------------
+
+def chunk(path: str, upload_id: str, offset: int, data: bytes, **more: Any
+          ) -> FileUploadChunkParams:
+    return FileUploadChunkParams(path=path, upload_id=upload_id, offset=offset,
+                                 data=base64.b64encode(data).decode(), **more)
+
+
+def test_uploads_resume_from_the_reported_offset(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    data = b"".join(f"line {i}\n".encode() for i in range(3000))
+    sha = hashlib.sha256(data).hexdigest()
+    first = receive(sandbox, chunk("www/big.txt", "upload-0001", 0, data[:10000]))
+    assert first == {"upload_id": "upload-0001", "path": "www/big.txt", "received": 10000,
+                     "complete": False, "sha256": None, "before": None}
+    assert receive(sandbox, chunk("www/big.txt", "upload-0001", 0, data[:10000]))[
+        "received"] == 10000  # a repeated chunk is fine
+    with pytest.raises(PathRefused) as wrong:
+        receive(sandbox, chunk("www/big.txt", "upload-0001", 12000, data[12000:13000]))
+    assert wrong.value.reason == "bad-offset" and "expected offset 10000" in str(wrong.value)
+    assert outcome(lambda: receive(sandbox, chunk("www/big.txt", "upload-0001", 0, b"other"))) \
+        == "bad-offset"
+    assert outcome(lambda: receive(sandbox, chunk("www/other.txt", "upload-0001", 10000,
+                                                  b"x"))) == "upload-mismatch"
+    assert not (tree.root / "www/big.txt").exists()
+    done = receive(sandbox, chunk("www/big.txt", "upload-0001", 10000, data[10000:],
+                                  final=True, sha256=sha, total_size=len(data)))
+    assert done["complete"] and done["sha256"] == sha and done["received"] == len(data)
+    assert (tree.root / "www/big.txt").read_bytes() == data
+    again = receive(sandbox, chunk("www/big.txt", "upload-0001", 10000, data[10000:],
+                                   final=True, sha256=sha, total_size=len(data)))
+    assert again["complete"] and again["sha256"] == sha
+
+
+def test_an_upload_with_the_wrong_hash_is_discarded(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    receive(sandbox, chunk("www/f.bin", "upload-0002", 0, b"abc"))
+    with pytest.raises(PathRefused) as bad:
+        receive(sandbox, chunk("www/f.bin", "upload-0002", 3, b"def", final=True,
+                               sha256=hashlib.sha256(b"abcdeX").hexdigest()))
+    assert bad.value.reason == "checksum-mismatch"
+    assert not (tree.root / "www/f.bin").exists()
+    restart = receive(sandbox, chunk("www/f.bin", "upload-0002", 0, b"abc"))
+    assert restart["received"] == 3  # the discarded bytes are gone: it starts again
+
+
+def test_upload_caps_mime_and_precondition(tree: Tree) -> None:
+    small = tree.sandbox(file_max_upload_bytes=5)
+    assert outcome(lambda: receive(small, chunk("www/a", "upload-0003", 0, b"123456"))) == \
+        "too-large"
+    sandbox = tree.sandbox()
+    assert outcome(lambda: receive(sandbox, chunk(
+        "www/tool", "upload-0004", 0, ELF, final=True,
+        sha256=hashlib.sha256(ELF).hexdigest()))) == "mime-denied"
+    assert not (tree.root / "www/tool").exists()
+    assert outcome(lambda: receive(sandbox, chunk(
+        "www/index.html", "upload-0005", 0, b"v2", final=True,
+        sha256=hashlib.sha256(b"v2").hexdigest(), expected_sha256="1" * 64))) == \
+        "precondition-failed"
+    assert (tree.root / "www/index.html").read_text() == "<html>hello</html>\n"
+    assert outcome(lambda: receive(sandbox, chunk("www/esc2", "upload-0006", 0, b"x"))) == \
+        "symlink-escape"
+
+
+# -- moves -----------------------------------------------------------------------------------
+
+def test_moves_never_overwrite_unless_asked(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    (tree.root / "www/a.txt").write_text("a")
+    (tree.root / "www/b.txt").write_text("b")
+    assert outcome(lambda: move_path(sandbox, FileMoveParams(
+        path="www/a.txt", destination="www/b.txt"))) == "exists"
+    assert (tree.root / "www/b.txt").read_text() == "b"
+    assert (tree.root / "www/a.txt").read_text() == "a"
+    got = move_path(sandbox, FileMoveParams(path="www/a.txt", destination="www/b.txt",
+                                            overwrite=True))
+    assert got == {"path": "www/a.txt", "destination": "www/b.txt"}
+    assert (tree.root / "www/b.txt").read_text() == "a" and not (tree.root / "www/a.txt").exists()
+    moved = move_path(sandbox, FileMoveParams(path="www/sub", destination="moved"))
+    assert moved["destination"] == "moved" and (tree.root / "moved/deep/file.txt").exists()
+    os.link(tree.key, tree.root / "moved/deep/k")
+    refused = {
+        "into itself": (FileMoveParams(path="www", destination="www/inner"), "invalid-move"),
+        "out": (FileMoveParams(path="www/b.txt", destination="../b.txt"), "parent-segment"),
+        "via a link": (FileMoveParams(path="www/b.txt", destination="esc1/b.txt"),
+                       "symlink-escape"),
+        "a key": (FileMoveParams(path="agent-state/control.pub", destination="k"),
+                  "denied-path"),
+        "onto a key": (FileMoveParams(path="www/b.txt", destination="agent-state/control.pub",
+                                      overwrite=True), "denied-path"),
+        "the state": (FileMoveParams(path="agent-state", destination="k"), "denied-path"),
+        "a tree holding a key": (FileMoveParams(path="moved", destination="k"), "denied-path"),
+    }
+    for case, (params, reason) in refused.items():
+        assert outcome(lambda p=params: move_path(sandbox, p)) == reason, case
+
+
+def test_the_root_cannot_be_moved_or_deleted(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    assert outcome(lambda: move_path(sandbox, FileMoveParams(path=str(tree.root),
+                                                             destination="x"))) == "is-root"
+    assert outcome(lambda: delete(sandbox, FileDeleteParams(path=str(tree.root)))) == "is-root"
+
+
+# -- deletes and the trash -----------------------------------------------------------------
+
+def test_deletes_go_to_the_trash_and_come_back(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    size = sum(p.lstat().st_size for p in (tree.root / "www/sub").rglob("*")
+               if not p.is_dir() or p.is_symlink())
+    gone = delete(sandbox, FileDeleteParams(path="www/sub"))
+    assert gone["path"] == "www/sub" and gone["permanent"] is False
+    assert not (tree.root / "www/sub").exists()
+    trash = listing(sandbox, FileListParams(trash=True))
+    [item] = trash["entries"]
+    assert item["trash_id"] == gone["trash_id"] and item["original_path"] == "www/sub"
+    assert item["type"] == "dir" and item["size"] == size and item["deleted_at"]
+    assert trash["total"] == 1 and trash["path"] == ""
+    (tree.root / "www/sub").mkdir()
+    assert outcome(lambda: restore(sandbox, FileRestoreParams(trash_id=gone["trash_id"]))) == \
+        "exists"
+    (tree.root / "www/sub").rmdir()
+    back = restore(sandbox, FileRestoreParams(trash_id=gone["trash_id"]))
+    assert back == {"path": "www/sub", "trash_id": gone["trash_id"]}
+    assert (tree.root / "www/sub/deep/file.txt").read_text() == "deep\n"
+    assert outcome(lambda: restore(sandbox, FileRestoreParams(trash_id=gone["trash_id"]))) == \
+        "not-found"
+    link = delete(sandbox, FileDeleteParams(path="www/esc2"))  # the link, not its target
+    assert restore(sandbox, FileRestoreParams(trash_id=link["trash_id"], path="www/esc2b"))[
+        "path"] == "www/esc2b"
+    assert os.readlink(tree.root / "www/esc2b") == "../../outside/secret.txt"
+
+
+def test_permanent_deletes(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    gone = delete(sandbox, FileDeleteParams(path="www/index.html", permanent=True))
+    assert gone == {"path": "www/index.html", "permanent": True, "trash_id": None}
+    assert not (tree.root / "www/index.html").exists()
+    assert outcome(lambda: delete(sandbox, FileDeleteParams(path="www/sub", permanent=True))) \
+        == "not-empty"
+    # the tree holds links to outside: removed as links, their targets untouched
+    delete(sandbox, FileDeleteParams(path="www/sub", permanent=True, recursive=True))
+    assert not (tree.root / "www/sub").exists()
+    assert outcome(lambda: delete(sandbox, FileDeleteParams(path="agent-state"))) == \
+        "denied-path"
+    assert outcome(lambda: delete(sandbox, FileDeleteParams(path="fifo"))) == "special-file"
+    assert listing(sandbox, FileListParams(trash=True))["entries"] == []
+
+
+# -- races -------------------------------------------------------------------------------------
+
+def swap_for_link(directory: Path, target: Path) -> None:
+    directory.rename(directory.with_name(directory.name + ".away"))
+    directory.symlink_to(target)
+
+
+def test_a_directory_swapped_for_a_link_between_operations(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    assert listing(sandbox, FileListParams(path="www/sub/deep"))["total"] == 2
+    swap_for_link(tree.root / "www/sub/deep", tree.outside)
+    assert outcome(lambda: write(sandbox, "www/sub/deep/secret.txt", "pwned")) == \
+        "symlink-escape"
+    assert outcome(lambda: delete(sandbox, FileDeleteParams(
+        path="www/sub/deep/secret.txt", permanent=True))) == "symlink-escape"
+
+
+def test_a_directory_swapped_after_the_check_is_never_followed(
+        tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The swap happens after the path was resolved: the write goes through the held
+    descriptors into the directory that was checked (now moved aside), never outside."""
+    original = Sandbox.resolve
+
+    def resolve_then_swap(self: Sandbox, *args: Any, **kwargs: Any) -> Any:
+        res = original(self, *args, **kwargs)
+        swap_for_link(tree.root / "www/sub/deep", tree.outside)
+        return res
+
+    monkeypatch.setattr(Sandbox, "resolve", resolve_then_swap)
+    write(tree.sandbox(), "www/sub/deep/secret.txt", "landed inside\n")
+    assert (tree.root / "www/sub/deep.away/secret.txt").read_text() == "landed inside\n"
+
+
+def test_a_directory_swapped_during_the_walk_is_refused(
+        tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the lstat of a component and its open, it becomes a link: refused."""
+    original = filesandbox.open_step
+
+    def swap_then_open(name: str, parent: int, info: os.stat_result, shown: str) -> int:
+        if name == "deep":
+            swap_for_link(tree.root / "www/sub/deep", tree.outside)
+        return original(name, parent, info, shown)
+
+    monkeypatch.setattr(filesandbox, "open_step", swap_then_open)
+    assert outcome(lambda: write(tree.sandbox(), "www/sub/deep/secret.txt", "pwned")) == \
+        "changed-during-operation"
+
+
+# -- through the registry ------------------------------------------------------------------
+
+def test_the_handlers_are_registered_and_bound(tree: Tree) -> None:
+    handlers = bind(OpsContext(tree.settings()))
+    now = utcnow()
+
+    async def noop(fraction: float, message: str) -> None:
+        return None
+
+    def run(kind: str, **params: Any) -> dict[str, Any]:
+        cmd = Command(tenant="default", server_id="web-1", type=kind,
+                      params={"type": kind, **params}, actor="olivia", reason="test files",
+                      issued_at=now, expires_at=now + timedelta(minutes=1))
+        return asyncio.run(handlers[kind](cmd, noop))
+
+    assert run("FILE_WRITE", path="www/hello.txt", content="hi")["created"] is True
+    assert run("FILE_READ", path="www/hello.txt")["content"] == "hi"
+    assert run("FILE_LIST", path="www", limit=2)["total"] >= 2
+    run("FILE_MOVE", path="www/hello.txt", destination="www/hi.txt")
+    trash_id = run("FILE_DELETE", path="www/hi.txt")["trash_id"]
+    assert run("FILE_RESTORE", trash_id=trash_id)["path"] == "www/hi.txt"
+    sha = hashlib.sha256(b"ok").hexdigest()
+    assert run("FILE_UPLOAD_CHUNK", path="www/up.txt", upload_id="upload-0009", offset=0,
+               data=base64.b64encode(b"ok").decode(), final=True, sha256=sha)["complete"]
