@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fleetdeck import admin, logs
+from fleetdeck import admin, logs, runtime
 from schemas.envelope import ID_PATTERN
 
 app = typer.Typer(help="FleetDeck: a control plane for fleets of Linux servers.",
@@ -78,6 +78,7 @@ def agent(
     logs.configure(log_level, log_format)
     if not local and not simulate:
         raise typer.BadParameter("nothing to sample: give --simulate N or drop --no-local")
+    runtime.settle_heap()
     asyncio.run(run(simulate=simulate, local=local, watch=watch, interval=interval,
                     seconds=seconds))
 
@@ -137,6 +138,7 @@ def streams(
         if role not in ("live", "store", "control", "all"):
             raise typer.BadParameter("must be live, store, control or all", param_hint="--role")
         overrides["role"] = role
+    runtime.settle_heap()
     run(StreamsSettings(**overrides), loglevel=log_level)  # type: ignore[arg-type]
 
 
@@ -158,7 +160,9 @@ def ui(
     logs.configure(log_level, "json")
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = UISettings(**overrides)  # type: ignore[arg-type]
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+    served = create_app(settings)
+    runtime.settle_heap()
+    uvicorn.run(served, host=settings.host, port=settings.port, log_config=None,
                 access_log=False, log_level=log_level)
 
 

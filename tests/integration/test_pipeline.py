@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from connectors.victoriametrics import VMClient, VMSettings
 from fleetdeck.stack import EmbeddedStack
 from tests.conftest import FleetFactory, eventually, sim_servers
 
@@ -65,6 +67,29 @@ async def test_samples_reach_the_api_the_store_and_the_stream(
     assert await eventually(lambda: _at_least(points, 3), timeout=30)
     detail = (await api.get(f"/api/v1/servers/{target}")).json()
     assert detail["sample"]["server_id"] == target and detail["sample"]["cpu"]["per_core"]
+
+
+async def test_query_answers_are_the_same_compressed_or_not(
+        api: httpx.AsyncClient, fleet: FleetFactory, stack: EmbeddedStack) -> None:
+    sims = sim_servers(1)
+    await fleet(sims)
+    query = f'{{__name__="fd_cpu_total",server="{sims[0].server_id}"}}'
+    plain = VMClient(VMSettings(url=stack.endpoints.vm_url))
+    gzipped = VMClient(VMSettings(url=stack.endpoints.vm_url, compress_answers=True))
+    try:
+        answers: list[Any] = []
+
+        async def agree() -> bool:  # a point may land between the two queries: ask again
+            end = int(time.time())
+            answers[:] = [orjson.loads(await c.query_range_raw(query, end - 600, end, 1))
+                          for c in (plain, gzipped)]
+            return bool(answers[0]["data"]["result"]) and answers[0] == answers[1]
+
+        await eventually(agree, timeout=30, describe=lambda: answers)
+        assert answers[0]["status"] == "success"
+    finally:
+        await plain.close()
+        await gzipped.close()
 
 
 async def _at_least(fn: Any, n: int) -> bool:
