@@ -69,6 +69,11 @@ class AgentSettings(BaseSettings):
     file_roots: list[Path] = Field(default_factory=list, description="Sandbox roots (absolute "
                                    "directories) the file manager works under; empty: the "
                                    "file manager is off")
+    file_tenant_roots: dict[str, list[Path]] = Field(
+        default_factory=dict, description="Sandbox roots per tenant (tenant id -> absolute "
+        "directories), replacing file_roots for that tenant's commands: the tenant's file "
+        "policy on an agent that serves several tenants; an empty list turns the file manager "
+        "off for that tenant")
     file_max_read_bytes: int = Field(1024 * 1024, ge=1, le=64 * 1024 * 1024,
                                      description="Most bytes one FILE_READ returns")
     file_max_write_bytes: int = Field(MAX_CHUNK_BYTES, ge=0, le=MAX_CHUNK_BYTES,
@@ -92,6 +97,19 @@ class AgentSettings(BaseSettings):
         if relative:
             raise ValueError(f"file roots must be absolute paths: {', '.join(relative)}")
         return roots
+
+    @field_validator("file_tenant_roots")
+    @classmethod
+    def _absolute_tenant_roots(cls, roots: dict[str, list[Path]]) -> dict[str, list[Path]]:
+        for tenant_roots in roots.values():
+            cls._absolute_roots(tenant_roots)
+        return roots
+
+    def file_roots_for(self, tenant: str | None) -> list[Path]:
+        """The sandbox roots of ``tenant``'s commands (its own policy, else file_roots)."""
+        if tenant is not None and tenant in self.file_tenant_roots:
+            return self.file_tenant_roots[tenant]
+        return self.file_roots
 
     def control_key_file(self) -> Path | None:
         """The pinned key: the configured file, else the one enrollment stored."""

@@ -78,7 +78,8 @@ def in_thread(params_type: type[P],
         params = command.params
         if not isinstance(params, params_type):
             raise TypeError(f"{command.type} expects {params_type.__name__}")
-        return await asyncio.to_thread(work, Sandbox(context.settings), params)
+        return await asyncio.to_thread(work, Sandbox(context.settings, command.tenant),
+                                     params)
 
     handler.__name__ = work.__name__
     return handler

@@ -194,19 +194,21 @@ def join(base: str, rel: Iterable[str]) -> str:
 
 
 class Sandbox:
-    """The roots and the denylist of one agent; :meth:`resolve` walks a path."""
+    """The roots (of one tenant's commands) and the denylist of one agent; :meth:`resolve`
+    walks a path."""
 
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, tenant: str | None = None) -> None:
         self.settings = settings
         self.roots = [Root(i, str(path), os.path.realpath(path))
-                      for i, path in enumerate(settings.file_roots)]
+                      for i, path in enumerate(settings.file_roots_for(tenant))]
         self.denylist = Denylist.build(settings)
 
     def root(self, ref: int | str | None) -> Root:
         """The root ``ref`` names (or the only one)."""
         if not self.roots:
             raise PathRefused(Reason.DISABLED, "the file manager is off on this agent: no "
-                              "sandbox roots are configured (agent setting file_roots)")
+                              "sandbox roots are configured (agent settings file_roots, "
+                              "file_tenant_roots)")
         if ref is None:
             if len(self.roots) > 1:
                 raise PathRefused(Reason.AMBIGUOUS_ROOT, "this agent has "

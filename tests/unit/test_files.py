@@ -263,6 +263,21 @@ def test_roots_are_chosen_explicitly() -> None:
     assert two.root("/var/www/").index == 1 and two.root("0").index == 0
 
 
+def test_a_tenants_policy_replaces_the_agents_roots(tree: Tree) -> None:
+    other = tree.base / "tenant-b"
+    other.mkdir()
+    (other / "b.txt").write_text("b\n")
+    settings = tree.settings(file_tenant_roots={"b": [other], "c": []})
+    assert read(Sandbox(settings, "b"), "b.txt")["size"] == 2
+    assert outcome(lambda: read(Sandbox(settings, "b"), "www/index.html")) == "not-found"
+    assert outcome(lambda: read(Sandbox(settings, "b"), str(tree.root / "www" / "index.html"))) \
+        == "outside-root"
+    assert outcome(lambda: read(Sandbox(settings, "c"), "b.txt")) == "disabled"
+    assert Sandbox(settings, "a").roots[0].configured == str(tree.root)
+    with pytest.raises(ValueError, match="absolute"):
+        tree.settings(file_tenant_roots={"b": [Path("relative")]})
+
+
 def test_links_inside_the_root_are_followed(tree: Tree) -> None:
     sandbox = tree.sandbox()
     for path in ("www/inside", "www/absinside", "www/up/www/index.html"):
