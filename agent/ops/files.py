@@ -99,7 +99,8 @@ def listing(sandbox: Sandbox, params: FileListParams) -> dict[str, Any]:
         finally:
             os.close(fd)
         return {"root": res.root.configured, "path": res.path, "entries": entries,
-                "total": len(names), "offset": params.offset, "limit": params.limit}
+                "total": len(names), "offset": params.offset, "limit": params.limit,
+                "roots": [{"index": r.index, "path": r.configured} for r in sandbox.roots]}
 
 
 def entry(dir_fd: int, name: str) -> dict[str, Any] | None:

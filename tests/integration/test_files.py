@@ -58,6 +58,7 @@ async def test_files_are_managed_through_the_bus(
     async with cron_agent(stack, {server: "default"}, tmp_path, settings):
         listed = await ok("FILE_LIST", path="www")
         assert listed["root"] == str(root) and listed["total"] == 2
+        assert listed["roots"] == [{"index": 0, "path": str(root)}]
         assert [(e["name"], e["type"]) for e in listed["entries"]] == [
             ("index.html", "file"), ("shadow", "symlink")]
 

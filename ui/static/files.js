@@ -75,18 +75,14 @@ window.addEventListener("popstate", () => {
 
 // ---- roots -------------------------------------------------------------------------------
 
-// The agent's sandbox roots, found by listing root 0, 1, 2… until one does not exist.
+// The agent's sandbox roots: every listing names them all, so one listing of the first root
+// (index 0) is enough.
 async function discoverRoots() {
-  state.roots = [];
-  for (let i = 0; i < MAX_ROOTS; i += 1) {
-    const done = await runCommand("FILE_LIST", { root: i, path: "", limit: 1 },
-      "file browser: find the sandbox roots", { onUpdate: follow("Finding the sandbox roots") });
-    if (!done.ok) {
-      if (i === 0) return done;
-      break;
-    }
-    state.roots.push({ index: i, path: done.result?.root ?? `root ${i}` });
-  }
+  const done = await runCommand("FILE_LIST", { root: 0, path: "", limit: 1 },
+    "file browser: find the sandbox roots", { onUpdate: follow("Finding the sandbox roots") });
+  if (!done.ok) return done;
+  const roots = done.result?.roots ?? [{ index: 0, path: done.result?.root ?? "root 0" }];
+  state.roots = roots.slice(0, MAX_ROOTS).map((r) => ({ index: r.index, path: r.path }));
   return null;
 }
 
