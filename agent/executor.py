@@ -10,6 +10,7 @@ runs the handler under its timeout, reporting running/progress/result through ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: how far a command's issue time may lie ahead of the agent's clock
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+#: Large results stay on the agent this long, and at most this many of them.
+RESULTS_KEEP_S = 24 * 3600
+RESULTS_KEEP_FILES = 200
 Emit = Callable[[CommandEvent], Awaitable[None]]
 
 
@@ -160,6 +164,36 @@ class ReplayGuard:
         self._lines = len(until)
 
 
+def store_result(directory: Path, command_id: str, data: bytes,
+                 now: float | None = None) -> Path:
+    """Write a large result where only the agent's user can read it (the directory 0700,
+    the file 0600: a FILE_READ result holds the file's content), after removing results
+    older than RESULTS_KEEP_S and all but the newest RESULTS_KEEP_FILES."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    prune_results(directory, time.time() if now is None else now)
+    path = directory.resolve() / f"{command_id}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an older file of the same name may have had another mode
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return path
+
+
+def prune_results(directory: Path, now: float) -> None:
+    found = []
+    for entry in os.scandir(directory):
+        if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
+            found.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
+    found.sort(reverse=True)
+    for rank, (mtime, path) in enumerate(found):
+        if rank >= RESULTS_KEEP_FILES - 1 or now - mtime > RESULTS_KEEP_S:
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile: as wanted
+                os.unlink(path)
+
+
 class Executor:
     """Runs the commands of one or more servers (a real agent has one; a simulator many)."""
 
@@ -239,10 +273,8 @@ class Executor:
             return json.loads(text), None
         if self.results_dir is None:
             return {"truncated": True, "bytes": len(text.encode())}, None
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        path = self.results_dir / f"{command.id}.json"
-        path.write_text(text)
-        return {"truncated": True, "bytes": len(text.encode())}, f"file://{path.resolve()}"
+        path = store_result(self.results_dir, command.id, text.encode())
+        return {"truncated": True, "bytes": len(text.encode())}, f"file://{path}"
 
     async def _reject(self, signed: SignedCommand, tenant: str, server_id: str,
                       reason: str) -> None:

@@ -72,9 +72,11 @@ def run(work: Callable[[SQLStore], Awaitable[T]]) -> T:
 
 
 async def audited(sql: SQLStore, tenant: str, action: str, target: str,
-                  after: dict[str, Any] | None = None) -> None:
+                  after: dict[str, Any] | None = None, *, reason: str = "",
+                  before: dict[str, Any] | None = None) -> None:
     await sql.append_audit([AuditEvent(tenant=tenant, actor=actor(), action=action,
-                                       target=target, after=after)])
+                                       target=target, reason=reason, before=before,
+                                       after=after)])
 
 
 def _id(value: str, what: str) -> str:
@@ -227,6 +229,7 @@ def enroll_create(
 @policies_app.command("set")
 def policies_set(command_type: Annotated[str, typer.Argument(help="Command type, e.g. PING")],
                  tenant: Tenant,
+                 reason: Annotated[str, typer.Option(help="Why the policy changes (audited)")],
                  approval: Annotated[bool, typer.Option("--approval/--no-approval",
                                                         help="Require an approval")] = True
                  ) -> None:
@@ -237,10 +240,15 @@ def policies_set(command_type: Annotated[str, typer.Argument(help="Command type,
         raise typer.BadParameter(f"known types: {', '.join(sorted(COMMAND_TYPES))}",
                                  param_hint="COMMAND_TYPE")
 
+    if len(reason.strip()) < 3:
+        raise typer.BadParameter("say why, in at least 3 characters", param_hint="--reason")
+
     async def work(sql: SQLStore) -> None:
+        before = await sql.requires_approval(tenant, command_type)
         await sql.set_policy(tenant, command_type, approval)
         await audited(sql, tenant, "policy.set", f"policy:{command_type}",
-                      {"requires_approval": approval})
+                      {"requires_approval": approval}, reason=reason.strip(),
+                      before={"requires_approval": before})
 
     run(work)
     typer.echo(f"{command_type} in {tenant}: " + ("needs approval" if approval

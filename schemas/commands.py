@@ -132,6 +132,16 @@ class Command(BaseModel):
         return self
 
 
+def policy_types(command: Command) -> tuple[str, ...]:
+    """The command types whose approval policy applies to ``command``: its own type, and the
+    type of anything else it does (a FILE_MOVE that may overwrite also deletes what it
+    replaces, so a tenant that wants deletes approved gets those moves approved too)."""
+    params = command.params
+    if isinstance(params, FileMoveParams) and params.overwrite:
+        return command.type, "FILE_DELETE"
+    return (command.type,)
+
+
 class SignedCommand(BaseModel):
     """What ``fd.commands`` carries: the command's JSON text and the signature over its bytes."""
 

@@ -26,6 +26,19 @@ ServerId = Annotated[str, Field(pattern=ID_PATTERN, description="Stable id of a 
 TenantId = Annotated[str, Field(pattern=ID_PATTERN, description="Tenant that owns the server")]
 
 
+def _printable(text: str) -> str:
+    bad = sorted({f"U+{ord(c):04X}" for c in text
+                  if (ord(c) < 0x20 and c not in "\t\n") or 0x7F <= ord(c) < 0xA0})
+    if bad:
+        raise ValueError(f"control characters are not allowed ({', '.join(bad[:5])})")
+    return text
+
+
+#: Free text people write into the audit trail (reasons, comments): tabs and line breaks
+#: allowed, no other control characters (NUL, escape sequences that rewrite a terminal).
+AuditText = Annotated[str, AfterValidator(_printable)]
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 

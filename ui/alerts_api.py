@@ -25,6 +25,7 @@ from connectors.sql import SQLStore
 from schemas import AlertAction, AlertEvent, AlertRule, AlertState, Matcher, Silence, new_id
 from schemas.alerts import Duration, Severity
 from schemas.audit import AuditEvent
+from schemas.envelope import AuditText
 from schemas.identity import Role
 from schemas.topics import ALERT_ACTIONS
 from ui import bus
@@ -45,7 +46,7 @@ class _Body(BaseModel):
 
 
 class AckBody(_Body):
-    comment: str = Field(min_length=1, max_length=1000, description="Why (required)")
+    comment: AuditText = Field(min_length=1, max_length=1000, description="Why (required)")
     expires_s: Duration | None = Field(None, description="Re-notify if still firing after this "
                                        "(at least 60 s; omit for no expiry)")
 
@@ -59,7 +60,7 @@ class AckBody(_Body):
 
 
 class UnackBody(_Body):
-    comment: str = Field(min_length=1, max_length=1000)
+    comment: AuditText = Field(min_length=1, max_length=1000)
 
 
 class SilenceBody(_Body):
@@ -67,7 +68,7 @@ class SilenceBody(_Body):
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     duration_s: Duration | None = Field(None, description="Instead of ends_at")
-    comment: str = Field(min_length=1, max_length=1000)
+    comment: AuditText = Field(min_length=1, max_length=1000)
 
 
 def field_problem(exc: ValidationError) -> tuple[str, str]:

@@ -31,8 +31,9 @@ from schemas.commands import (
     CommandRecord,
     CommandStatus,
     SignedCommand,
+    policy_types,
 )
-from schemas.envelope import ServerId, utcnow
+from schemas.envelope import AuditText, ServerId, utcnow
 from schemas.identity import Role
 from schemas.topics import COMMANDS
 from ui import bus
@@ -54,14 +55,16 @@ class CommandBody(_Body):
     server_id: ServerId
     type: str = Field(description="Command type, e.g. PING")
     params: dict[str, Any] = Field(default_factory=dict, description="The type's parameters")
-    reason: str = Field(min_length=3, max_length=2000, description="Why (required, audited)")
+    reason: AuditText = Field(min_length=3, max_length=2000,
+                              description="Why (required, audited)")
     ttl_s: float = Field(DEFAULT_TTL_S, ge=1, le=MAX_TTL_S,
                          description="The agent refuses the command after this long")
     timeout_s: float = Field(30.0, gt=0, le=3600, description="Longest run before timed-out")
 
 
 class DecisionBody(_Body):
-    comment: str = Field(min_length=1, max_length=2000, description="Why (required, audited)")
+    comment: AuditText = Field(min_length=1, max_length=2000,
+                               description="Why (required, audited)")
 
 
 def _sql(request: Request) -> SQLStore:
@@ -77,18 +80,16 @@ async def server_tenant(request: Request, server_id: str) -> str | None:
     return None if raw is None else str(orjson.loads(raw).get("tenant", "default"))
 
 
-def _command(body: CommandBody, principal: Principal, approval_needed: bool) -> Command:
+def _command(body: CommandBody, principal: Principal) -> Command:
     if body.type not in COMMAND_TYPES:
         raise bad_parameter("type", f"unknown command type {body.type[:40]!r}; known: "
                             f"{', '.join(sorted(COMMAND_TYPES))}")
     now = utcnow()
-    # Waiting for an approver may take a day; the agent's window starts when it is approved.
-    ttl = MAX_TTL_S if approval_needed else body.ttl_s
     try:
         return Command(tenant=principal.tenant, server_id=body.server_id, type=body.type,
                        params={**body.params, "type": body.type}, actor=principal.name,
                        reason=body.reason, issued_at=now,
-                       expires_at=now + timedelta(seconds=ttl), timeout_s=body.timeout_s)
+                       expires_at=now + timedelta(seconds=body.ttl_s), timeout_s=body.timeout_s)
     except ValidationError as exc:
         raise _field_error(exc) from None
 
@@ -131,7 +132,7 @@ async def create_command(request: Request) -> Response:
       content:
         application/json:
           schema: {type: object, required: [server_id, type, reason], properties: {
-            server_id: {type: string}, type: {type: string, enum: [PING]},
+            server_id: {type: string}, type: {type: string, enum: [COMMAND_TYPES]},
             params: {type: object}, reason: {type: string}, ttl_s: {type: number},
             timeout_s: {type: number}}}
     responses:
@@ -148,8 +149,13 @@ async def create_command(request: Request) -> Response:
         raise APIError(404, "not_found", f"no server {body.server_id!r} in tenant "
                        f"{principal.tenant!r}")
     sql = _sql(request)
-    approval_needed = await sql.requires_approval(principal.tenant, body.type)
-    command = _command(body, principal, approval_needed)
+    command = _command(body, principal)
+    approval_needed = False
+    for kind in policy_types(command):
+        approval_needed = approval_needed or await sql.requires_approval(principal.tenant, kind)
+    if approval_needed:  # waiting for an approver may take a day; the agent's window starts
+        command = command.model_copy(  # when it is approved
+            update={"expires_at": command.issued_at + timedelta(seconds=MAX_TTL_S)})
     now = utcnow()
     record = CommandRecord(
         command=command, created_at=now, updated_at=now, requires_approval=approval_needed,
@@ -167,6 +173,11 @@ async def create_command(request: Request) -> Response:
     log.info("command %s %s to %s by %s: %s", command.id, command.type, command.server_id,
              principal.name, record.status)
     return ORJSONResponse({"command": record_json(record)}, status_code=202)
+
+
+# The OpenAPI document lists every registered command type (the registry is the truth).
+create_command.__doc__ = (create_command.__doc__ or "").replace(
+    "[COMMAND_TYPES]", "[" + ", ".join(sorted(COMMAND_TYPES)) + "]")
 
 
 async def _own(request: Request, principal: Principal) -> CommandRecord:

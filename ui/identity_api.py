@@ -13,14 +13,14 @@ import time
 from collections import defaultdict
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from connectors.sql import Session
 from schemas.audit import AuditEvent
 from schemas.commands import COMMAND_TYPES
-from schemas.envelope import ID_PATTERN, utcnow
+from schemas.envelope import ID_PATTERN, AuditText, utcnow
 from schemas.identity import Role
 from ui import bus
 from ui.alerts_api import _Body, _json, _parse
@@ -47,7 +47,9 @@ class TokenBody(_Body):
 
 
 class PolicyBody(_Body):
-    requires_approval: bool
+    requires_approval: StrictBool
+    reason: AuditText = Field(min_length=3, max_length=2000,
+                              description="Why the policy changes (required, audited)")
 
 
 class Failures:
@@ -210,7 +212,12 @@ async def list_policies(request: Request) -> Response:
 
 async def set_policy(request: Request) -> Response:
     """
-    summary: Require (or stop requiring) approval for a command type (admin).
+    summary: Require (or stop requiring) approval for a command type (admin; reason required).
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, required: [requires_approval, reason], properties: {
+            requires_approval: {type: boolean}, reason: {type: string, minLength: 3}}}
     responses:
       200: {description: "{type, requires_approval}"}
       400: {description: unknown command type}
@@ -225,7 +232,8 @@ async def set_policy(request: Request) -> Response:
     await sql.set_policy(principal.tenant, command_type, body.requires_approval)
     await bus.audit(request, AuditEvent(
         tenant=principal.tenant, actor=principal.name, action="policy.set",
-        target=f"policy:{command_type}", before={"requires_approval": before},
+        target=f"policy:{command_type}", reason=body.reason,
+        before={"requires_approval": before},
         after={"requires_approval": body.requires_approval}))
     return ORJSONResponse({"type": command_type, "requires_approval": body.requires_approval})
 

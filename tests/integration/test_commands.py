@@ -250,6 +250,52 @@ async def test_agents_refuse_forged_expired_misrouted_and_replayed_commands(
         assert done["status"] == "succeeded"
 
 
+async def test_policies_are_changed_with_a_reason_and_cover_what_a_command_also_does(
+        api: httpx.AsyncClient, fleet: FleetFactory, token: Tokens) -> None:
+    admin = await token("delta", Role.ADMIN, "dora")
+    [server] = await fleet_of(fleet, api, 1, tenant="delta", as_token=admin)
+    url = "/api/v1/policies/FILE_DELETE"
+    for body, words in [({"requires_approval": True}, "reason"),
+                        ({"requires_approval": "yes", "reason": "deletes need a second pair"},
+                         "requires_approval"),
+                        ({"requires_approval": True, "reason": "ok\x1b[2J"}, "control")]:
+        resp = await api.put(url, json=body, headers=bearer(admin))
+        assert resp.status_code == 400 and words in resp.text, resp.text
+    resp = await api.put(url, json={"requires_approval": True,
+                                    "reason": "deletes need a second pair of eyes"},
+                         headers=bearer(admin))
+    assert resp.status_code == 200, resp.text
+
+    async def move(overwrite: bool) -> dict[str, Any]:
+        resp = await api.post("/api/v1/commands", headers=bearer(admin), json={
+            "server_id": server, "type": "FILE_MOVE", "reason": "tidy up",
+            "params": {"path": "a.txt", "destination": "b.txt", "overwrite": overwrite}})
+        assert resp.status_code == 202, resp.text
+        return dict(resp.json()["command"])
+
+    # a move that may replace a file deletes it: the delete policy applies
+    assert (await move(True))["status"] == "pending-approval"
+    assert (await move(False))["status"] == "queued"
+    resp = await api.post("/api/v1/commands", headers=bearer(admin), json={
+        "server_id": server, "type": "PING", "reason": "why\x00not", "params": {}})
+    assert resp.status_code == 400 and "control characters" in resp.text, resp.text
+
+    async def audited() -> dict[str, Any] | None:
+        resp = await api.get("/api/v1/audit", headers=bearer(admin),
+                             params={"target": "policy:FILE_DELETE"})
+        records = resp.json()["records"]
+        return records[0]["event"] if records else None
+
+    event = await eventually(audited)
+    assert event["action"] == "policy.set" and event["actor"] == "dora"
+    assert event["reason"] == "deletes need a second pair of eyes"
+    assert event["after"] == {"requires_approval": True}
+    spec = (await api.get("/api/v1/openapi.json")).json()
+    schema = spec["paths"]["/api/v1/commands"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]
+    assert {"PING", "FILE_MOVE", "CRON_CREATE"} <= set(schema["properties"]["type"]["enum"])
+
+
 async def test_approval_needs_another_approver(
         api: httpx.AsyncClient, fleet: FleetFactory, token: Tokens, sql: SQLStore,
         tmp_path: Path, stack: EmbeddedStack) -> None:

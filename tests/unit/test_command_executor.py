@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from agent.executor import Executor, Rejected, ReplayGuard, check
+from agent.executor import (
+    RESULTS_KEEP_FILES,
+    RESULTS_KEEP_S,
+    Executor,
+    Rejected,
+    ReplayGuard,
+    check,
+    store_result,
+)
 from agent.ops import OpsError
 from connectors.keystore import key_id, load_or_create, load_public
 from schemas.commands import (
@@ -240,3 +251,17 @@ async def test_large_results_are_stored_by_reference(tmp_path: Path) -> None:
     assert last.result_ref is not None and last.result_ref.startswith("file://")
     assert json.loads((tmp_path / f"{cmd.id}.json").read_text())["data"] == "x" * 100_000
     assert len(last.model_dump_json()) < 2000
+    assert stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / f"{cmd.id}.json").st_mode) == 0o600
+
+
+def test_stored_results_expire_and_are_capped(tmp_path: Path) -> None:
+    now = time.time()
+    old = store_result(tmp_path, "old", b"{}", now=now)
+    os.utime(old, (now - RESULTS_KEEP_S - 60,) * 2)
+    for i in range(RESULTS_KEEP_FILES + 5):
+        path = store_result(tmp_path, f"c{i:04d}", b"{}", now=now)
+        os.utime(path, (now - 1000 + i,) * 2)
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert len(kept) == RESULTS_KEEP_FILES and "old.json" not in kept
+    assert kept[-1] == f"c{RESULTS_KEEP_FILES + 4:04d}.json"  # the newest stay
