@@ -7,16 +7,35 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.alerts import AlertAction, AlertEvent
+from schemas.audit import AuditEvent
+from schemas.commands import Command, CommandEvent, SignedCommand
 from schemas.deadletter import DeadLetter
 from schemas.health import HealthChange
 from schemas.metrics import MetricSample
-from schemas.topics import DEAD_LETTER, HEALTH, METRICS
+from schemas.topics import (
+    ALERT_ACTIONS,
+    ALERTS,
+    AUDIT,
+    COMMAND_EVENTS,
+    COMMANDS,
+    DEAD_LETTER,
+    HEALTH,
+    METRICS,
+)
 
 #: message model -> topic it travels on
 MESSAGES: dict[type[BaseModel], str] = {
     MetricSample: METRICS.name,
     HealthChange: HEALTH.name,
     DeadLetter: DEAD_LETTER.name,
+    AlertEvent: ALERTS.name,
+    AlertAction: ALERT_ACTIONS.name,
+    SignedCommand: COMMANDS.name,
+    # the signed JSON text inside SignedCommand.command: every command type's params
+    Command: COMMANDS.name + " (SignedCommand.command)",
+    CommandEvent: COMMAND_EVENTS.name,
+    AuditEvent: AUDIT.name,
 }
 
 

@@ -40,8 +40,13 @@ def test_timestamps_must_have_a_timezone() -> None:
 def test_export_writes_valid_json_schema_with_units(tmp_path: Path) -> None:
     files = export(tmp_path)
     names = {f.name for f in files}
-    assert names == {"MetricSample.schema.json", "HealthChange.schema.json",
-                     "DeadLetter.schema.json"}
+    assert names == {f"{m}.schema.json" for m in (
+        "MetricSample", "HealthChange", "DeadLetter", "AlertEvent", "AlertAction",
+        "SignedCommand", "Command", "CommandEvent", "AuditEvent")}
+    command = json.loads((tmp_path / "Command.schema.json").read_text())
+    params = {json.dumps(v) for v in command["$defs"].values()}
+    assert any('"FILE_MOVE"' in p and "overwrite" in p for p in params)
+    assert any('"CRON_CREATE"' in p for p in params)
     doc = json.loads((tmp_path / "MetricSample.schema.json").read_text())
     assert doc["x-topic"] == "fd.metrics"
     assert doc["$defs"]["CpuStats"]["properties"]["total"]["unit"] == "%"
