@@ -12,14 +12,17 @@ fully (``agent/ops/cronexpr.py``).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -128,7 +131,8 @@ Argument = Annotated[str, Field(max_length=256), AfterValidator(_argument)]
 
 
 class _TemplateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict: JSON's own types only; "60" is no number and true no count (bool is no int)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class BackupDirParams(_TemplateParams):
@@ -159,7 +163,9 @@ class ScriptParams(_TemplateParams):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$",
                       description="File name inside the script directory")
-    args: tuple[Argument, ...] = Field((), max_length=16, description="Literal arguments")
+    # a JSON list becomes the tuple (strict would want a tuple); each element stays strict
+    args: tuple[Argument, ...] = Field((), max_length=16, strict=False,
+                                       description="Literal arguments")
 
 
 class FreeformParams(_TemplateParams):
@@ -188,8 +194,30 @@ TEMPLATE_PARAMS: dict[str, type[_TemplateParams]] = {
 TemplateName = Literal["backup-dir", "logrotate", "curl-healthcheck", "script", "freeform"]
 Preview = Annotated[int | None, Field(None, ge=1, le=MAX_PREVIEW,
                                       description="How many next fire times to return")]
-PreviewFrom = Annotated[UtcDatetime | None, Field(None, description="Preview the fire times "
-                                                  "after this instant (default: now)")]
+#: the instants a preview may start from: fire times are computed up to the year 9998
+PREVIEW_FROM_RANGE = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9001, 1, 1, tzinfo=UTC))
+
+
+def _preview_from(value: datetime | None) -> datetime | None:
+    low, high = PREVIEW_FROM_RANGE
+    if value is not None and not low <= value < high:
+        raise ValueError(f"must lie in the years {low.year} to {high.year - 1} (UTC)")
+    return value
+
+
+def _iso_text(value: object) -> object:
+    """JSON carries an instant as an ISO 8601 string: no number of seconds, no bool."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date and time with a zone, as a string")
+    return value
+
+
+# not strict: an ISO string from JSON must become a datetime (_iso_text refuses the rest)
+LaxUtcDatetime = Annotated[UtcDatetime, Strict(False)]
+PreviewFrom = Annotated[LaxUtcDatetime | None, BeforeValidator(_iso_text),
+                        AfterValidator(_preview_from), Field(
+    None, description="Preview the fire times after this instant (default: now; years "
+    "1970-9000)")]
 
 
 def template_params(template: str, params: dict[str, Any]) -> _TemplateParams:
@@ -206,35 +234,45 @@ def template_params(template: str, params: dict[str, Any]) -> _TemplateParams:
 
 
 class _CronParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict, as the template parameters: no "60" for 60, no "yes" or 1 for true
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
-class _EntryFields(_CronParams):
-    schedule: Schedule
-    template: TemplateName = Field(description="Job template from the allowlist")
-    params: dict[str, Any] = Field(default_factory=dict, max_length=16,
-                                   description="The template's parameters")
-    user: UserName | None = Field(None, description="Runs as (default: the agent's "
-                                  "unprivileged cron user)")
-    comment: str = Field("", max_length=200, description="Shown in listings")
+def _one_line(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be one printable line")
+    return value
+
+
+Comment = Annotated[str, Field(max_length=200), AfterValidator(_one_line)]
+TemplateParamsDict = Annotated[dict[str, Any], Field(max_length=16)]
+
+
+class _EntryOptions(_CronParams):
+    """What CRON_CREATE and CRON_UPDATE share besides the entry's fields."""
+
     dry_run: bool = Field(False, description="Return the line and fire times, write nothing")
     preview: Preview
     preview_from: PreviewFrom
 
-    @field_validator("params")
+    @field_validator("params", check_fields=False)
     @classmethod
-    def _fit_template(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    def _fit_template(cls, value: dict[str, Any] | None,
+                      info: ValidationInfo) -> dict[str, Any] | None:
         template = info.data.get("template")
-        if template is None:
-            return value  # the template's own error is reported
+        if value is None or template is None:
+            return value  # the template's own error is reported, or the agent checks
         return template_params(template, value).model_dump(mode="json")
 
-    @field_validator("comment")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("must be one printable line")
-        return value
+
+class _EntryFields(_EntryOptions):
+    schedule: Schedule
+    template: TemplateName = Field(description="Job template from the allowlist")
+    params: TemplateParamsDict = Field(default_factory=dict,
+                                       description="The template's parameters")
+    user: UserName | None = Field(None, description="Runs as (default: the agent's "
+                                  "unprivileged cron user)")
+    comment: Comment = Field("", description="Shown in listings")
 
 
 class CronListParams(_CronParams):
@@ -253,11 +291,21 @@ class CronCreateParams(_EntryFields):
     type: Literal["CRON_CREATE"] = "CRON_CREATE"
 
 
-class CronUpdateParams(_EntryFields):
-    """Replace a FleetDeck-owned entry: schedule, template, params, user and comment."""
+class CronUpdateParams(_EntryOptions):
+    """Change a FleetDeck-owned entry: each of schedule, template, params, user and comment
+    that is given (not omitted, not null) replaces the entry's; the others keep their
+    current values (an empty ``comment`` clears it). A new template needs its ``params``."""
 
     type: Literal["CRON_UPDATE"] = "CRON_UPDATE"
     entry_id: EntryId
+    schedule: Schedule | None = Field(None, description="New schedule (default: kept)")
+    template: TemplateName | None = Field(None, description="New job template from the "
+                                          "allowlist (default: kept)")
+    params: TemplateParamsDict | None = Field(None, description="The template's parameters, "
+                                              "all of them (default: kept)")
+    user: UserName | None = Field(None, description="Runs as (default: kept)")
+    comment: Comment | None = Field(None, description="Shown in listings (default: kept; "
+                                    "empty: none)")
 
 
 class CronDeleteParams(_CronParams):

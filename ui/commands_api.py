@@ -57,9 +57,10 @@ class CommandBody(_Body):
     params: dict[str, Any] = Field(default_factory=dict, description="The type's parameters")
     reason: AuditText = Field(min_length=3, max_length=2000,
                               description="Why (required, audited)")
-    ttl_s: float = Field(DEFAULT_TTL_S, ge=1, le=MAX_TTL_S,
+    ttl_s: float = Field(DEFAULT_TTL_S, ge=1, le=MAX_TTL_S, strict=True,
                          description="The agent refuses the command after this long")
-    timeout_s: float = Field(30.0, gt=0, le=3600, description="Longest run before timed-out")
+    timeout_s: float = Field(30.0, gt=0, le=3600, strict=True,
+                             description="Longest run before timed-out")
 
 
 class DecisionBody(_Body):

@@ -8,24 +8,28 @@ schedule (:mod:`agent.ops.cronexpr`), a template from the allowlist with typed p
 command names another one it allows, root only when ``cron_allow_root`` is set.
 
 Writes are atomic (a dot-named temporary file, which cron ignores, fsync'd, mode 0644, owned
-by root, renamed into place, directory fsync'd) and serialised by a lock file in the cron
-directory. After a write the file is read back and checked as cron would read it (and with
-cronie's ``crontab -T`` where that exists); if the check fails the previous state is put
-back. ``dry_run`` returns the exact line and the next fire times and writes nothing.
+by root, renamed into place, directory fsync'd) and serialised by an ``flock`` on the cron
+directory itself (a read-only descriptor of it: no lock file is ever created there). After
+a write the file is read back and checked as cron would read it (and with cronie's
+``crontab -T`` where that exists); if the check fails the previous state is put
+back. ``dry_run`` returns the exact line and the next fire times, takes no lock and writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,13 +48,16 @@ from schemas.cron import (
     CronDeleteParams,
     CronListParams,
     CronUpdateParams,
+    template_params,
 )
 from schemas.envelope import utcnow
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".fleetdeck.lock"
-
+#: most bytes of one crontab read when listing (cron's own files are a few KiB)
+MAX_FILE_BYTES = 256 * 1024
+#: most entries listed from one crontab
+MAX_FILE_ENTRIES = 500
 
 # -- handlers -------------------------------------------------------------------------------
 
@@ -73,15 +80,19 @@ async def create(context: OpsContext, command: Command, report: Report) -> dict[
     assert isinstance(params, CronCreateParams)
     entry = plan(context.settings, command, params, command.id)
     path = context.settings.cron_dir / entry.file_name
-    return await apply(context.settings, path, entry, params, expect_existing=False)
+    return await apply(context.settings, path, lambda _current: entry, params,
+                       expect_existing=False)
 
 
 async def update(context: OpsContext, command: Command, report: Report) -> dict[str, Any]:
     params = command.params
     assert isinstance(params, CronUpdateParams)
-    entry = plan(context.settings, command, params, params.entry_id)
-    path = context.settings.cron_dir / entry.file_name
-    return await apply(context.settings, path, entry, params, expect_existing=True)
+    path = context.settings.cron_dir / f"{crontab.PREFIX}{params.entry_id}"
+
+    def planned(current: Entry | None) -> Entry:  # with the entry as it is, under the lock
+        return plan(context.settings, command, params, params.entry_id, current)
+
+    return await apply(context.settings, path, planned, params, expect_existing=True)
 
 
 async def delete(context: OpsContext, command: Command, report: Report) -> dict[str, Any]:
@@ -93,19 +104,56 @@ async def delete(context: OpsContext, command: Command, report: Report) -> dict[
 
 # -- planning (no I/O but the user and path checks) -------------------------------------------
 
+@dataclass(frozen=True)
+class Wanted:
+    """What the entry is to be: the command's fields, an update's omitted ones filled in
+    from the current entry."""
+
+    schedule: str
+    template: str
+    params: dict[str, Any]
+    user: str | None  # None: the agent's cron user
+    comment: str
+
+
+def wanted(params: CronCreateParams | CronUpdateParams, current: Entry | None) -> Wanted:
+    if isinstance(params, CronCreateParams):
+        return Wanted(params.schedule, params.template, dict(params.params), params.user,
+                      params.comment)
+    if current is None:
+        raise OpsError(f"no FleetDeck cron entry {params.entry_id}")
+    template = params.template or current.template
+    if params.params is None and template != current.template:
+        raise OpsError(f"params: give the parameters of the template {template} (the entry "
+                       f"uses {current.template})")
+    return Wanted(
+        schedule=current.schedule if params.schedule is None else params.schedule,
+        template=template,
+        params=dict(current.params if params.params is None else params.params),
+        user=current.user if params.user is None else params.user,
+        comment=current.comment if params.comment is None else params.comment)
+
+
 def plan(settings: AgentSettings, command: Command,
-         params: CronCreateParams | CronUpdateParams, entry_id: str) -> Entry:
-    """The entry the command asks for, every check passed; OpsError says which failed."""
+         params: CronCreateParams | CronUpdateParams, entry_id: str,
+         current: Entry | None = None) -> Entry:
+    """The entry the command asks for (an update's omitted fields kept from ``current``),
+    every check passed; OpsError says which failed."""
+    want = wanted(params, current)
     try:
-        parse(params.schedule)
+        parse(want.schedule)
     except CronSyntaxError as exc:
         raise OpsError(f"schedule: {exc}") from None
-    if params.template == "freeform":
+    if want.template == "freeform":
         check_freeform(command, settings)
-    user = run_as(params.user, settings)
-    rendered = render(params.template, params.params, settings)
-    return Entry(id=entry_id, schedule=params.schedule, user=user, template=params.template,
-                 params=dict(params.params), comment=params.comment, command=rendered.command,
+    user = run_as(want.user, settings)
+    try:  # as recorded: every parameter, defaults filled in (an update's may be partial)
+        values = template_params(want.template, want.params).model_dump(mode="json")
+    except ValueError as exc:
+        raise OpsError(f"params.{exc}") from None
+    rendered = render(want.template, values, settings)
+    return Entry(id=entry_id, schedule=want.schedule, user=user, template=want.template,
+                 params=values, comment=want.comment, command=rendered.command,
                  actor=command.actor, command_id=command.id)
 
 
@@ -147,53 +195,64 @@ def preview(schedule: str | None, zone: ZoneInfo, count: int,
             start: datetime | None = None) -> list[str]:
     if schedule is None or count == 0:
         return []
-    times = next_fire_times(schedule, zone, count, start or utcnow())
+    try:
+        times = next_fire_times(schedule, zone, count, start or utcnow())
+    except OverflowError:  # the schema keeps preview_from far from the calendar's ends
+        raise OpsError(f"preview_from: no fire times can be computed from "
+                       f"{start.isoformat() if start else 'now'}: the search runs off the "
+                       "calendar (years 1 to 9999)") from None
     return [t.isoformat() for t in times]
 
 
 # -- writing -----------------------------------------------------------------------------------
 
-async def apply(settings: AgentSettings, path: Path, entry: Entry,
+async def apply(settings: AgentSettings, path: Path, make: Callable[[Entry | None], Entry],
                 params: CronCreateParams | CronUpdateParams, *,
                 expect_existing: bool) -> dict[str, Any]:
-    """Write (or with ``dry_run`` only describe) ``entry``: the line, the fire times, and
-    the line it replaces."""
+    """Write (or with ``dry_run`` only describe) the entry ``make`` plans from the current
+    one: the line, the fire times, and the line it replaces."""
     zone = server_timezone(settings)
-    result: dict[str, Any] = {
-        "entry_id": entry.id, "path": str(path), "line": entry.line, "dry_run": params.dry_run,
-        "timezone": zone.key,
-        "next": preview(entry.schedule, zone, params.preview or DEFAULT_PREVIEW,
-                        params.preview_from)}
-    result["before"] = await asyncio.to_thread(
-        install, settings, path, crontab.render_file(entry), dry_run=params.dry_run,
+    times: list[str] = []
+
+    def previewed(current: Entry | None) -> Entry:  # the fire times known before any write
+        entry = make(current)
+        times.extend(preview(entry.schedule, zone, params.preview or DEFAULT_PREVIEW,
+                             params.preview_from))
+        return entry
+
+    entry, before = await asyncio.to_thread(
+        install, settings, path, previewed, dry_run=params.dry_run,
         expect_existing=expect_existing)
-    result["written"] = not params.dry_run
-    return result
+    return {
+        "entry_id": entry.id, "path": str(path), "line": entry.line, "dry_run": params.dry_run,
+        "timezone": zone.key, "next": times, "before": before, "written": not params.dry_run}
 
 
-def install(settings: AgentSettings, path: Path, text: str, *, dry_run: bool,
-            expect_existing: bool) -> str | None:
-    """Write ``text`` to ``path`` (checked, rolled back if cron would not accept it) and
-    return the entry line it replaced."""
-    with locked(settings.cron_dir):
+def install(settings: AgentSettings, path: Path, make: Callable[[Entry | None], Entry], *,
+            dry_run: bool, expect_existing: bool) -> tuple[Entry, str | None]:
+    """Write the entry ``make`` plans from the current one (checked, rolled back if cron
+    would not accept it) to ``path``; return it and the entry line it replaced. The current
+    entry is read, and the new one planned, under the lock of a real write."""
+    with writing(settings.cron_dir, dry_run=dry_run):
         previous = read_owned(path) if expect_existing else None
-        if not expect_existing and path.exists():
+        if not expect_existing and os.path.lexists(path):
             raise OpsError(f"{path.name} exists already")
         before = None if previous is None else crontab.owned_entry(path.name, previous)
+        entry = make(before)
         if dry_run:
-            return None if before is None else before.line
-        write_atomic(path, text)
+            return entry, None if before is None else before.line
+        write_atomic(path, crontab.render_file(entry))
         problems = check_file(path)
         if problems:
             rollback(path, previous)
             raise OpsError("cron would not accept the file, nothing changed: "
                            + "; ".join(problems))
     log.info("cron entry written", extra={"path": str(path)})
-    return None if before is None else before.line
+    return entry, None if before is None else before.line
 
 
 def remove(settings: AgentSettings, path: Path, dry_run: bool) -> dict[str, Any]:
-    with locked(settings.cron_dir):
+    with writing(settings.cron_dir, dry_run=dry_run):
         previous = read_owned(path)
         entry = crontab.owned_entry(path.name, previous)
         assert entry is not None
@@ -205,13 +264,17 @@ def remove(settings: AgentSettings, path: Path, dry_run: bool) -> dict[str, Any]
 
 
 def read_owned(path: Path) -> str:
-    """The text of a FleetDeck entry file; OpsError if there is none or it is not ours."""
+    """The text of a FleetDeck entry file; OpsError if there is none or it is not ours (a
+    symbolic link or another special file is never ours, and never read)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data, more = read_regular(path)
     except FileNotFoundError:
         raise OpsError(f"no FleetDeck cron entry {path.name.removeprefix(crontab.PREFIX)}") \
             from None
-    if path.is_symlink() or crontab.owned_entry(path.name, text) is None:
+    except NotRegular:
+        raise OpsError(f"{path} is not a FleetDeck cron file: left alone") from None
+    text = data.decode("utf-8", errors="replace")
+    if more or crontab.owned_entry(path.name, text) is None:
         raise OpsError(f"{path} is not a FleetDeck cron file: left alone")
     return text
 
@@ -253,16 +316,33 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """One writer at a time in the cron directory (threads and processes alike)."""
+def writing(directory: Path, *, dry_run: bool) -> Iterator[None]:
+    """The cron directory, locked for a real write; a dry run only reads, so it takes no
+    lock (and so never waits for a writer, nor touches the directory)."""
     if not directory.is_dir():
         raise OpsError(f"cron directory {directory} does not exist")
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    if dry_run:
+        yield
+        return
+    with locked(directory):
+        yield
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """One writer at a time in the cron directory (threads and processes alike): an
+    ``flock`` on a read-only descriptor of the directory itself. Nothing is created in it,
+    and each ``open`` is its own lock holder, so threads of one agent exclude each other
+    too."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise OpsError(f"cron directory {directory}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 # -- checking ----------------------------------------------------------------------------------
@@ -320,31 +400,112 @@ def _is_cronie(binary: str) -> bool:
 # -- listing -----------------------------------------------------------------------------------
 
 def scan(settings: AgentSettings) -> list[dict[str, Any]]:
-    """Every entry of the cron directory, the system crontabs and the users' crontabs."""
+    """Every entry of the cron directory, the system crontabs and the users' crontabs.
+    Subdirectories are skipped (cron skips them too); symbolic links and other files that
+    are not regular files are listed as one entry-less item saying so, never read."""
     out: list[dict[str, Any]] = []
     if settings.cron_dir.is_dir():
         for path in sorted(settings.cron_dir.iterdir()):
-            if path.is_file() and crontab.CRON_NAME.match(path.name):
+            if crontab.CRON_NAME.match(path.name):
                 out.extend(file_entries(path, system=True))
     for path in settings.cron_tabs:
-        if path.is_file():
-            out.extend(file_entries(path, system=True))
+        out.extend(file_entries(path, system=True))
     spool = settings.cron_spool_dir
     if spool is not None and spool.is_dir():
         for path in sorted(spool.iterdir()):
-            if path.is_file() and not path.name.startswith("."):
+            if not path.name.startswith("."):
                 out.extend(file_entries(path, system=False))
     return out
 
 
 def file_entries(path: Path, *, system: bool) -> list[dict[str, Any]]:
+    """The entries of one crontab, at most :data:`MAX_FILE_ENTRIES` of its first
+    :data:`MAX_FILE_BYTES` bytes; a file that is not read is one item with the reason."""
+    source = str(path)
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
+        data, more = read_regular(path)
+    except FileNotFoundError:
+        return []
+    except NotRegular as exc:
+        return [] if exc.kind == "directory" else [note(source, exc.reason)]
     except OSError as exc:
-        return [{"source": str(path), "owned": False, "error": f"unreadable: {exc.strerror}"}]
+        return [note(source, f"unreadable: {exc.strerror}")]
+    if more:  # the last line may be cut: leave it out
+        data = data[:data.rfind(b"\n") + 1]
+    text = data.decode("utf-8", errors="replace")
     owner = crontab.owned_entry(path.name, text)
-    return [describe(path, line, owner, system) for line in crontab.entry_lines(
-        text, system=system)]
+    items: list[dict[str, Any]] = []
+    for line in crontab.entry_lines(text, system=system):
+        if len(items) == MAX_FILE_ENTRIES:
+            items.append(note(source, f"only the first {MAX_FILE_ENTRIES} entries are "
+                                      "listed: the file has more"))
+            break
+        items.append(describe(path, line, owner, system))
+    if more:
+        items.append(note(source, f"only the first {MAX_FILE_BYTES} bytes are read: the "
+                                  "file is larger"))
+    return items
+
+
+def note(source: str, error: str) -> dict[str, Any]:
+    """An entry-less listing item: a file (or the rest of one) that is not listed, and why."""
+    return {"source": source, "owned": False, "error": error}
+
+
+class NotRegular(OSError):
+    """The path is not a regular file (a symbolic link, a directory, a FIFO...): not read."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"not a regular file: {kind}")
+        self.kind = kind
+
+    @property
+    def reason(self) -> str:
+        if self.kind == "symbolic link":
+            return "a symbolic link: not followed, its target is not read"
+        return f"not a regular file ({self.kind}): not read"
+
+
+def read_regular(path: Path, limit: int = MAX_FILE_BYTES) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of ``path`` and whether it has more, if ``path`` itself is a
+    regular file: never through a symbolic link (O_NOFOLLOW), and a FIFO or device is never
+    opened (checked before the open, and the opened file checked again)."""
+    kind = file_kind(path.lstat().st_mode)
+    if kind != "regular file":
+        raise NotRegular(kind)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # replaced by a link since the lstat
+            raise NotRegular("symbolic link") from None
+        raise
+    try:
+        kind = file_kind(os.fstat(fd).st_mode)
+        if kind != "regular file":
+            raise NotRegular(kind)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return data[:limit], len(data) > limit
+
+
+def file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISREG, "regular file"), (stat.S_ISLNK, "symbolic link"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def describe(path: Path, line: crontab.Line, owner: Entry | None,
@@ -353,13 +514,24 @@ def describe(path: Path, line: crontab.Line, owner: Entry | None,
         "source": str(path), "line_no": line.number, "line": line.text,
         "schedule": line.schedule, "user": line.user if system else path.name,
         "command": line.command, "owned": owner is not None}
-    try:
-        parse(line.schedule)
-        item["expr"] = line.schedule
-    except CronSyntaxError as exc:
-        item["error"] = f"cron skips this line: {exc}"
+    problem = line_problem(line, system)
+    if problem:
+        item["error"] = f"cron skips this line: {problem}"
+    else:
+        item["expr"] = line.schedule  # only a line cron runs has fire times
+        if crontab.unescaped_percent(line.command):
+            item["warning"] = crontab.PERCENT_WARNING
     if owner is not None:
         item.update(entry_id=owner.id, template=owner.template, params=owner.params,
                     comment=owner.comment, actor=owner.actor,
                     modified=line.text != owner.line)
     return item
+
+
+def line_problem(line: crontab.Line, system: bool) -> str | None:
+    """Why cron would not run ``line`` (None: it would)."""
+    try:
+        parse(line.schedule)
+    except CronSyntaxError as exc:
+        return str(exc)
+    return crontab.missing(line, system=system)

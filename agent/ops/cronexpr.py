@@ -126,15 +126,14 @@ def _count_message(count: int) -> str:
 
 
 def _macro(words: list[str]) -> CronExpr:
-    if len(words) != 1:
-        raise CronSyntaxError(f"the macro {words[0]} stands alone: no fields after it")
     macro = words[0]
+    if macro not in MACROS and macro != REBOOT:  # named first: "@every 5m" is no macro at all
+        raise CronSyntaxError(f"unknown macro {macro} (known: {', '.join([*MACROS, REBOOT])})")
+    if len(words) != 1:
+        raise CronSyntaxError(f"the macro {macro} stands alone: no fields after it")
     if macro == REBOOT:
         empty: frozenset[int] = frozenset()
         return CronExpr(macro, empty, empty, empty, empty, empty, False, False, False, True)
-    if macro not in MACROS:
-        raise CronSyntaxError(f"unknown macro {macro!r}: use one of "
-                              f"{', '.join([*MACROS, REBOOT])}")
     expanded = MACROS[macro].split()
     return _fields(macro, expanded)
 

@@ -128,19 +128,40 @@ def check_text(text: str, user_exists: Callable[[str], bool], *, owned: bool) ->
     return problems
 
 
+def missing(line: Line, *, system: bool) -> str | None:
+    """What an entry line lacks after its schedule for cron to run it (None: nothing):
+    a system crontab needs a user and a command, a user's crontab a command."""
+    if system and not line.user:
+        return "no user and no command after the schedule"
+    if not line.command:
+        return "no command after the user" if system else "no command after the schedule"
+    return None
+
+
+def unescaped_percent(command: str) -> bool:
+    """Whether cron cuts ``command`` at a bare ``%`` (``\\%`` is a literal one)."""
+    return re.search(r"(?<!\\)%", command) is not None
+
+
+PERCENT_WARNING = ("unescaped % in the command: cron turns the first % into a newline and "
+                   "passes the rest of the line to the command as its standard input "
+                   "(write \\% for a literal %)")
+
+
 def line_problems(line: Line, user_exists: Callable[[str], bool], *,
                   owned: bool) -> list[str]:
     try:
         parse(line.schedule)
     except CronSyntaxError as exc:
         return [f"bad schedule: {exc}"]
-    if not line.user or not line.command:
-        return ["no user or no command"]
+    lacking = missing(line, system=True)
+    if lacking or not line.user:
+        return [lacking or "no user"]
     problems = []
     if not user_exists(line.user):
         problems.append(f"user {line.user!r} does not exist")
     if len(line.command) > MAX_COMMAND:
         problems.append(f"command longer than {MAX_COMMAND} characters")
-    if owned and re.search(r"(?<!\\)%", line.command):
+    if owned and unescaped_percent(line.command):
         problems.append("unescaped % (cron would cut the command there)")
     return problems

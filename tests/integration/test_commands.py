@@ -279,6 +279,9 @@ async def test_policies_are_changed_with_a_reason_and_cover_what_a_command_also_
     resp = await api.post("/api/v1/commands", headers=bearer(admin), json={
         "server_id": server, "type": "PING", "reason": "why\x00not", "params": {}})
     assert resp.status_code == 400 and "control characters" in resp.text, resp.text
+    resp = await api.post("/api/v1/commands", headers=bearer(admin), json={
+        "server_id": server, "type": "PING", "reason": "checking", "ttl_s": "60"})
+    assert resp.status_code == 400 and "ttl_s" in resp.text, resp.text
 
     async def audited() -> dict[str, Any] | None:
         resp = await api.get("/api/v1/audit", headers=bearer(admin),

@@ -82,9 +82,8 @@ HEALTH = {"url": "https://example.com/health?check=1%2C2"}
 
 
 def files(directory: Path) -> dict[str, str]:
-    """The cron directory's files (but the lock) and their text."""
-    return {p.name: p.read_text() for p in sorted(directory.iterdir())
-            if p.name != ".fleetdeck.lock"}
+    """The cron directory's files (dot files too: FleetDeck leaves none) and their text."""
+    return {p.name: p.read_text() for p in sorted(directory.iterdir())}
 
 
 async def test_entries_are_created_listed_updated_and_deleted_through_the_bus(
@@ -143,6 +142,17 @@ REFUSED_BY_THE_AGENT = [
 ]
 
 
+REFUSED_TYPES = [  # no coercion of JSON values, no instant off the calendar
+    ("CRON_CREATE", {"schedule": "@daily", "template": "curl-healthcheck",
+                     "params": {**HEALTH, "retries": True}}, "retries"),
+    ("CRON_CREATE", {"schedule": "@daily", "template": "curl-healthcheck",
+                     "params": {**HEALTH, "timeout_s": "60"}}, "timeout_s"),
+    ("CRON_LIST", {"owned_only": "yes"}, "owned_only"),
+    ("CRON_LIST", {"preview_from": "9999-12-31T23:59:00+00:00"}, "preview_from"),
+    ("CRON_LIST", {"preview_from": "0001-01-01T00:00:00+00:00"}, "preview_from"),
+]
+
+
 async def test_hostile_input_is_refused_with_its_reason_and_changes_nothing(
         api: httpx.AsyncClient, fleet: FleetFactory, token: Tokens, tmp_path: Path,
         stack: EmbeddedStack) -> None:
@@ -157,6 +167,9 @@ async def test_hostile_input_is_refused_with_its_reason_and_changes_nothing(
     resp = await cron(api, operator, server, "CRON_CREATE", schedule="@daily",
                       template="script", params={"name": "x", "args": ["a\nb"]})
     assert resp.status_code == 400 and "must be printable" in resp.text, resp.text
+    for kind, params, words in REFUSED_TYPES:
+        resp = await cron(api, operator, server, kind, **params)
+        assert resp.status_code == 400 and words in resp.json()["error"]["message"], resp.text
     async with cron_agent(stack, {server: "default"}, tmp_path, settings):
         cases = [*REFUSED_BY_THE_AGENT,
                  ("@daily", "free-form cron commands are disabled for tenant 'default'")]

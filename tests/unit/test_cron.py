@@ -4,7 +4,9 @@ hostile input, and the handlers on a temporary cron directory."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import re
 import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -18,7 +20,7 @@ from pydantic import ValidationError
 
 from agent.ops import OpsContext, OpsError, bind, cron
 from agent.ops.cronexpr import CronSyntaxError, next_fire_times, parse
-from agent.ops.crontab import check_text, owned_entry
+from agent.ops.crontab import PERCENT_WARNING, check_text, owned_entry
 from agent.settings import AgentSettings
 from schemas.commands import ApprovalStep, Command
 from schemas.envelope import utcnow
@@ -133,8 +135,20 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
      "refused: schedule: minute: a step needs a range or '*'"),
     ("backwards range", {"schedule": "0 0 * * fri-mon"},
      "refused: schedule: day-of-week: the range fri-mon runs backwards"),
-    ("unknown macro", {"schedule": "@every"}, "refused: schedule: unknown macro '@every'"),
-    ("upper-case macro", {"schedule": "@DAILY"}, "refused: schedule: unknown macro '@DAILY'"),
+    ("unknown macro", {"schedule": "@every"},
+     "refused: schedule: unknown macro @every (known: @yearly, @annually, @monthly, @weekly, "
+     "@daily, @midnight, @hourly, @reboot)"),
+    ("unknown macro with fields", {"schedule": "@every 5m"},
+     "refused: schedule: unknown macro @every (known: @yearly, @annually, @monthly, @weekly, "
+     "@daily, @midnight, @hourly, @reboot)"),
+    ("upper-case macro", {"schedule": "@DAILY"}, "refused: schedule: unknown macro @DAILY "
+     "(known: @yearly"),
+    ("@reboot with fields", {"schedule": "@reboot 5"},
+     "refused: schedule: the macro @reboot stands alone: no fields after it"),
+    ("preview from the year 9999", {"preview_from": datetime(9999, 12, 31, 23, 59, tzinfo=UTC)},
+     "refused: preview_from: must lie in the years 1970 to 9000 (UTC)"),
+    ("preview from the year 1", {"preview_from": datetime(1, 1, 1, tzinfo=UTC)},
+     "refused: preview_from: must lie in the years 1970 to 9000 (UTC)"),
     ("macro with fields", {"schedule": "@daily 5"},
      "refused: schedule: the macro @daily stands alone"),
     ("name in the wrong field", {"schedule": "0 0 mon * *"},
@@ -192,6 +206,29 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
      "refused: a backslash right before '%' cannot be written in a cron line"),
     ("comment with a newline entry", {"comment": "x\n* * * * * root evil"},
      "refused: comment: must be one printable line"),
+    # strict types: JSON's own, no coercion
+    ("retries: true", {"params": {**HEALTH, "retries": True}},
+     "refused: params: retries: Input should be a valid integer"),
+    ("timeout as a string", {"params": {**HEALTH, "timeout_s": "60"}},
+     "refused: params: timeout_s: Input should be a valid integer"),
+    ("timeout as a float", {"params": {**HEALTH, "timeout_s": 60.0}},
+     "refused: params: timeout_s: Input should be a valid integer"),
+    ("force: 'yes'", {"template": "logrotate", "params": {"config": "/etc/x", "force": "yes"}},
+     "refused: params: force: Input should be a valid boolean"),
+    ("script argument as a number", {"template": "script", "params": {"name": SCRIPT,
+                                                                      "args": [1]}},
+     "refused: params: args.0: Input should be a valid string"),
+    ("script arguments as one string", {"template": "script", "params": {"name": SCRIPT,
+                                                                         "args": "a b"}},
+     "refused: params: args: Input should be a valid tuple"),
+    ("dry_run: 'yes'", {"dry_run": "yes"}, "refused: dry_run: Input should be a valid boolean"),
+    ("dry_run: 1", {"dry_run": 1}, "refused: dry_run: Input should be a valid boolean"),
+    ("preview as a string", {"preview": "3"}, "refused: preview: Input should be a valid integer"),
+    ("preview_from as seconds", {"preview_from": 1743249600},
+     "refused: preview_from: must be an ISO 8601 date and time with a zone, as a string"),
+    ("preview_from without a zone", {"preview_from": "2025-03-29T12:00:00"},
+     "refused: preview_from: timestamp must carry a timezone"),
+    ("comment as a number", {"comment": 5}, "refused: comment: Input should be a valid string"),
     # users
     ("root", {"user": "root"}, "refused: user: 'root' is root, and this agent runs no cron "
      "entries as root"),
@@ -429,6 +466,49 @@ def test_parse_keeps_macros_and_normalises_whitespace() -> None:
         parse("0 0 31 2,4 *")
 
 
+@pytest.mark.parametrize("start", ["9999-12-31T23:59:00+00:00", "0001-01-01T00:00:00+00:00"])
+def test_a_preview_from_the_calendars_ends_is_a_clear_error(settings: AgentSettings,
+                                                            start: str) -> None:
+    with pytest.raises(ValidationError, match="preview_from\n  Value error, must lie in the "
+                                              "years 1970 to 9000"):
+        run(settings, "CRON_LIST", preview_from=start)
+    with pytest.raises(OpsError, match=re.escape("preview_from: no fire times can be computed "
+                                                 f"from {start}: the search runs off the")):
+        cron.preview("0 0 * * *", ZoneInfo("Pacific/Kiritimati"), 2,
+                     datetime.fromisoformat(start))
+    edge = run(settings, "CRON_LIST", preview_from="9000-12-31T23:59:00+00:00")
+    assert edge["entries"] == []
+
+
+@pytest.mark.parametrize("kind, params, where", [
+    ("CRON_LIST", {"owned_only": "yes"}, "owned_only"),
+    ("CRON_LIST", {"owned_only": 1}, "owned_only"),
+    ("CRON_LIST", {"preview": "2"}, "preview"),
+    ("CRON_LIST", {"preview": True}, "preview"),
+    ("CRON_DELETE", {"entry_id": "a" * 32, "dry_run": "true"}, "dry_run"),
+    ("CRON_UPDATE", {"entry_id": "a" * 32, "comment": 0}, "comment"),
+])
+def test_cron_params_refuse_coercion(settings: AgentSettings, kind: str,
+                                     params: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        run(settings, kind, **params)
+    assert caught.value.errors()[0]["loc"][2:] == (where,)
+
+
+def test_cron_params_take_what_json_carries(settings: AgentSettings) -> None:
+    """A body as the API parses it from JSON: ints, bools, strings, lists, null, and an
+    instant as an ISO string."""
+    body = {"schedule": "30 2 * * *", "template": "script", "dry_run": True, "preview": 2,
+            "preview_from": "2025-03-29T12:00:00Z", "user": None, "comment": "c",
+            "params": {"name": SCRIPT, "args": ["a", "b"]}}
+    done = run(settings, "CRON_CREATE", **body)
+    assert done["next"] == ["2025-03-30T03:00:00+02:00", "2025-03-31T02:30:00+02:00"]
+    assert done["line"].endswith(f"{SCRIPT} a b")
+    listed = run(settings, "CRON_LIST", preview=0, owned_only=False,
+                 preview_from="2025-03-29T12:00:00+01:00")
+    assert listed["entries"] == []
+
+
 def test_next_fire_times_needs_an_aware_start() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         next_fire_times("* * * * *", "UTC", 1, datetime(2025, 1, 1))
@@ -472,8 +552,8 @@ def test_create_writes_one_owned_file_cron_accepts(settings: AgentSettings) -> N
     assert entry is not None and entry.template == "curl-healthcheck"
     assert entry.params == {"url": "https://example.com/health", "timeout_s": 10, "retries": 0}
     assert check_text(text, lambda _u: True, owned=True) == []
-    assert [p.name for p in settings.cron_dir.iterdir() if p.name.startswith(".")] == [
-        cron.LOCK_NAME]  # no temporary file left
+    # no temporary file left, and no lock file: the lock is the directory's own flock
+    assert [p.name for p in settings.cron_dir.iterdir() if p.name.startswith(".")] == []
 
 
 def test_dry_run_returns_the_line_and_fire_times_and_writes_nothing(
@@ -491,6 +571,35 @@ def test_dry_run_returns_the_line_and_fire_times_and_writes_nothing(
                  preview_from=datetime(2025, 3, 29, 12, tzinfo=UTC))
     assert around["next"] == ["2025-03-30T03:00:00+02:00", "2025-03-31T02:30:00+02:00"]
     assert snapshot(settings.cron_dir) == before
+
+
+def test_a_dry_run_writes_nothing_in_a_fresh_cron_directory_and_takes_no_lock(
+        settings: AgentSettings) -> None:
+    before = os.stat(settings.cron_dir)
+    with cron.locked(settings.cron_dir):  # a writer holds the lock: dry runs do not wait
+        done = run(settings, "CRON_CREATE", schedule="@daily", template="curl-healthcheck",
+                   params=HEALTH, dry_run=True)
+        assert done["dry_run"] and not done["written"] and done["before"] is None
+        with pytest.raises(OpsError, match=f"no FleetDeck cron entry {'b' * 32}"):
+            run(settings, "CRON_UPDATE", entry_id="b" * 32, schedule="@daily",
+                template="curl-healthcheck", params=HEALTH, dry_run=True)
+    assert list(settings.cron_dir.iterdir()) == []  # no lock file, no temporary file
+    after = os.stat(settings.cron_dir)
+    assert (after.st_mtime_ns, after.st_nlink) == (before.st_mtime_ns, before.st_nlink)
+
+
+def test_the_lock_excludes_other_writers_without_a_file(settings: AgentSettings) -> None:
+    other = os.open(settings.cron_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with cron.locked(settings.cron_dir):
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on leaving
+    finally:
+        os.close(other)
+    made = run(settings, "CRON_CREATE", schedule="@daily", template="curl-healthcheck",
+               params=HEALTH)
+    assert [p.name for p in settings.cron_dir.iterdir()] == [Path(made["path"]).name]
 
 
 def test_list_marks_owned_and_foreign_entries(settings: AgentSettings) -> None:
@@ -512,10 +621,129 @@ def test_list_marks_owned_and_foreign_entries(settings: AgentSettings) -> None:
     foreign = rows[("e2scrub_all", 4)]
     assert not foreign["owned"] and foreign["user"] == "root"
     assert foreign["command"] == "echo 50% done"
+    assert foreign["warning"].startswith("unescaped % in the command: cron turns the first %")
+    assert "warning" not in rows[("e2scrub_all", 3)]
     assert rows[("alice", 1)]["user"] == "alice" and rows[("alice", 1)]["next"] == []
     assert "never fires" in rows[("alice", 2)]["error"]
     owned = run(settings, "CRON_LIST", owned_only=True)
     assert [e["entry_id"] for e in owned["entries"]] == [made["entry_id"]]
+
+
+# (line in a system crontab, or in a user's crontab with ``user:``; what the listing says)
+LISTED: list[tuple[str, str, dict[str, Any]]] = [
+    ("no user, no command", "* * * * *",
+     {"error": "cron skips this line: no user and no command after the schedule"}),
+    ("macro, no user, no command", "@daily",
+     {"error": "cron skips this line: no user and no command after the schedule"}),
+    ("no command", "0 0 * * * root",
+     {"error": "cron skips this line: no command after the user", "user": "root"}),
+    ("no command in a user's crontab", "user:@hourly",
+     {"error": "cron skips this line: no command after the schedule"}),
+    ("bad schedule and no command", "0 24 * * *",
+     {"error": "cron skips this line: hour: 24 is out of range 0-23"}),
+    ("unescaped percent", "*/5 * * * * root echo 100% > /tmp/x",
+     {"warning": PERCENT_WARNING, "command": "echo 100% > /tmp/x"}),
+    ("unescaped percent in a user's crontab", "user:0 1 * * * date +%F",
+     {"warning": PERCENT_WARNING}),
+    ("escaped percent", "*/5 * * * * root echo 100\\% > /tmp/x", {"command":
+                                                                 "echo 100\\% > /tmp/x"}),
+]
+
+
+@pytest.mark.parametrize("line, expected", [c[1:] for c in LISTED], ids=[c[0] for c in LISTED])
+def test_list_says_why_cron_skips_a_line_and_warns_of_a_bare_percent(
+        settings: AgentSettings, line: str, expected: dict[str, Any]) -> None:
+    assert settings.cron_spool_dir is not None
+    user_tab = line.startswith("user:")
+    target = settings.cron_spool_dir / "alice" if user_tab else settings.cron_dir / "local"
+    target.write_text(line.removeprefix("user:") + "\n")
+    [item] = run(settings, "CRON_LIST", preview=2)["entries"]
+    assert {k: item[k] for k in expected} == expected
+    if "error" in expected:
+        assert item["next"] == [] and "warning" not in item
+    else:
+        assert len(item["next"]) == 2 and "error" not in item
+    if "warning" not in expected:
+        assert "warning" not in item
+
+
+SHADOW = ("root:$6$secret-hash:19000:0:99999:7:::\n"
+          "* * * * * root echo shadow-line-as-an-entry\n")
+
+
+def test_list_never_follows_a_symbolic_link_nor_reads_a_special_file(
+        settings: AgentSettings, tmp_path: Path) -> None:
+    shadow = tmp_path / "etc" / "shadow"
+    shadow.write_text(SHADOW)
+    assert settings.cron_spool_dir is not None
+    (settings.cron_dir / "evil").symlink_to(shadow)
+    (settings.cron_spool_dir / "mallory").symlink_to(shadow)
+    settings.cron_tabs[0].symlink_to(shadow)
+    os.mkfifo(settings.cron_dir / "pipe")  # opening it for reading would block
+    (settings.cron_dir / "subdir").mkdir()
+    (settings.cron_dir / "subdir" / "inner").write_text("* * * * * root inner\n")
+    listed = run(settings, "CRON_LIST")
+    assert listed["entries"] == [
+        {"source": str(settings.cron_dir / "evil"), "owned": False,
+         "error": "a symbolic link: not followed, its target is not read", "next": []},
+        {"source": str(settings.cron_dir / "pipe"), "owned": False,
+         "error": "not a regular file (FIFO): not read", "next": []},
+        {"source": str(settings.cron_tabs[0]), "owned": False,
+         "error": "a symbolic link: not followed, its target is not read", "next": []},
+        {"source": str(settings.cron_spool_dir / "mallory"), "owned": False,
+         "error": "a symbolic link: not followed, its target is not read", "next": []}]
+    assert "secret" not in str(listed) and "shadow-line" not in str(listed)
+
+
+def test_a_link_replacing_a_file_after_the_check_is_not_followed(
+        settings: AgentSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shadow = tmp_path / "etc" / "shadow"
+    shadow.write_text(SHADOW)
+    link = settings.cron_dir / "swapped"
+    link.symlink_to(shadow)
+    regular = os.stat_result((stat.S_IFREG | 0o644, *[0] * 9))
+    monkeypatch.setattr(Path, "lstat", lambda self: regular)  # the race: checked, then swapped
+    with pytest.raises(cron.NotRegular, match="symbolic link"):
+        cron.read_regular(link)
+
+
+def test_list_reads_a_capped_part_of_a_huge_file(settings: AgentSettings) -> None:
+    line = "0 0 * * * root /bin/true\n"
+    many = settings.cron_dir / "many"
+    many.write_text(line * (cron.MAX_FILE_ENTRIES + 10))
+    huge = settings.cron_dir / "huge"
+    huge.write_text("# " + "x" * cron.MAX_FILE_BYTES + "\n" + line)
+    listed = run(settings, "CRON_LIST", preview=0)["entries"]
+    from_many = [e for e in listed if e["source"] == str(many)]
+    assert len(from_many) == cron.MAX_FILE_ENTRIES + 1
+    assert from_many[-1] == {"source": str(many), "owned": False, "error": (
+        f"only the first {cron.MAX_FILE_ENTRIES} entries are listed: the file has more"),
+        "next": []}
+    assert [e for e in listed if e["source"] == str(huge)] == [
+        {"source": str(huge), "owned": False,
+         "error": f"only the first {cron.MAX_FILE_BYTES} bytes are read: the file is larger",
+         "next": []}]
+
+
+def test_a_link_with_our_name_is_never_read_nor_changed(settings: AgentSettings,
+                                                        tmp_path: Path) -> None:
+    made = run(settings, "CRON_CREATE", schedule="@daily", template="curl-healthcheck",
+               params=HEALTH)
+    real = Path(made["path"])
+    target = tmp_path / "elsewhere"
+    real.rename(target)  # a genuine entry file, now reached only through a link
+    link = settings.cron_dir / f"fleetdeck-{'c' * 32}"
+    link.symlink_to(target)
+    text = target.read_text()
+    for kind, extra in [("CRON_DELETE", {}),
+                        ("CRON_UPDATE", {"schedule": "@hourly", "template": "curl-healthcheck",
+                                         "params": HEALTH})]:
+        with pytest.raises(OpsError, match="is not a FleetDeck cron file: left alone"):
+            run(settings, kind, entry_id="c" * 32, **extra)
+    assert link.is_symlink() and target.read_text() == text
+    listed = run(settings, "CRON_LIST")["entries"]
+    assert listed == [{"source": str(link), "owned": False, "next": [],
+                       "error": "a symbolic link: not followed, its target is not read"}]
 
 
 def test_update_and_delete_touch_only_their_own_file(settings: AgentSettings) -> None:
@@ -538,6 +766,55 @@ def test_update_and_delete_touch_only_their_own_file(settings: AgentSettings) ->
     assert snapshot(settings.cron_dir) == {"e2scrub_all": foreign}
     with pytest.raises(OpsError, match=f"no FleetDeck cron entry {entry_id}"):
         run(settings, "CRON_DELETE", entry_id=entry_id)
+
+
+def entry_of(path: str) -> Any:
+    entry = owned_entry(Path(path).name, Path(path).read_text())
+    assert entry is not None
+    return entry
+
+
+def test_an_update_keeps_every_field_it_does_not_give(settings: AgentSettings) -> None:
+    params = {"url": "https://example.com/health", "timeout_s": 3, "retries": 2}
+    made = run(settings, "CRON_CREATE", schedule="@daily", template="curl-healthcheck",
+               params=params, user="daemon", comment="site up?")
+    entry_id = made["entry_id"]
+    moved = run(settings, "CRON_UPDATE", entry_id=entry_id, schedule="0 4 * * *")
+    assert moved["line"] == made["line"].replace("@daily", "0 4 * * *", 1)
+    assert moved["before"] == made["line"]
+    kept = entry_of(made["path"])
+    assert (kept.schedule, kept.template, kept.params, kept.user, kept.comment) == (
+        "0 4 * * *", "curl-healthcheck", params, "daemon", "site up?")
+    run(settings, "CRON_UPDATE", entry_id=entry_id, comment=None, user=None)  # null: kept
+    assert (entry_of(made["path"]).comment, entry_of(made["path"]).user) == ("site up?",
+                                                                             "daemon")
+    run(settings, "CRON_UPDATE", entry_id=entry_id, params={"url": "https://x.example/h"})
+    assert entry_of(made["path"]).params == {"url": "https://x.example/h", "timeout_s": 10,
+                                             "retries": 0}  # all the template's params
+    run(settings, "CRON_UPDATE", entry_id=entry_id, comment="", user="nobody")
+    cleared = entry_of(made["path"])
+    assert (cleared.schedule, cleared.comment, cleared.user) == ("0 4 * * *", "", "nobody")
+    [listed] = run(settings, "CRON_LIST")["entries"]
+    assert listed["comment"] == "" and not listed["modified"]
+
+
+def test_an_update_checks_what_it_keeps_against_what_it_changes(
+        settings: AgentSettings) -> None:
+    made = run(settings, "CRON_CREATE", schedule="@daily", template="curl-healthcheck",
+               params=HEALTH, comment="keep me")
+    entry_id = made["entry_id"]
+    with pytest.raises(OpsError, match="params: give the parameters of the template logrotate "
+                                       r"\(the entry uses curl-healthcheck\)"):
+        run(settings, "CRON_UPDATE", entry_id=entry_id, template="logrotate")
+    with pytest.raises(OpsError, match=r"params\.url: Field required"):  # the current template
+        run(settings, "CRON_UPDATE", entry_id=entry_id, params={"timeout_s": 5})
+    with pytest.raises(OpsError, match="user: 'www-data' is not allowed"):
+        run(settings, "CRON_UPDATE", entry_id=entry_id, user="www-data")
+    assert Path(made["path"]).read_text().endswith(made["line"] + "\n")
+    dry = run(settings, "CRON_UPDATE", entry_id=entry_id, template="logrotate", dry_run=True,
+              params={"config": f"{settings.cron_logrotate_dir}/nginx"})
+    assert dry["line"] == f"@daily nobody /usr/sbin/logrotate {settings.cron_logrotate_dir}/nginx"
+    assert dry["before"] == made["line"] and entry_of(made["path"]).comment == "keep me"
 
 
 def test_a_file_with_our_name_but_not_our_marker_is_left_alone(
@@ -583,8 +860,9 @@ def test_the_strict_check_mirrors_cron() -> None:
     assert check_text("@daily nobody /bin/true", exists, owned=True) == [
         "the last line has no newline (cron ignores it)"]
     assert check_text("0 0 30 2 * root x\n* * * * * ghost x\n0 0 * * * root\n"
-                      "0 0 * * * root echo 50%\n", exists, owned=True) == [
+                      "0 0 * * * root echo 50%\n* * * * *\n", exists, owned=True) == [
         "line 1: bad schedule: never fires: February has no day 30",
         "line 2: user 'ghost' does not exist",
-        "line 3: no user or no command",
-        "line 4: unescaped % (cron would cut the command there)"]
+        "line 3: no command after the user",
+        "line 4: unescaped % (cron would cut the command there)",
+        "line 5: no user and no command after the schedule"]

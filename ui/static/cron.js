@@ -103,6 +103,12 @@ function entryRow(e) {
     err.textContent = e.error;
     job.append(err);
   }
+  if (e.warning) {
+    const warn = document.createElement("div");
+    warn.className = "cron-warning";
+    warn.textContent = e.warning;
+    job.append(warn);
+  }
   cell(tr, Array.isArray(e.next) && e.next.length ? timesList(e.next) : "–", "cron-next");
   cell(tr, `${e.source ?? ""}${e.line_no ? `:${e.line_no}` : ""}`, "mono muted cron-source");
   const actions = cell(tr, "", "actions");
@@ -321,7 +327,8 @@ function commandParams(dryRun) {
   const { params, problem } = readParams();
   const body = { schedule: schedule.value.trim(), template: template().name, params };
   if (user.value.trim()) body.user = user.value.trim();
-  if (comment.value.trim()) body.comment = comment.value.trim();
+  // CRON_UPDATE keeps an omitted comment: an edit sends it even when emptied, to clear it.
+  if (comment.value.trim() || editing) body.comment = comment.value.trim();
   if (editing) body.entry_id = editing;
   if (dryRun) body.dry_run = true;
   return { body, problem };
