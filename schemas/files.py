@@ -3,11 +3,14 @@ FILE_DELETE and FILE_RESTORE.
 
 A path is text of at most :data:`MAX_PATH` characters. Either it is absolute and lies under
 one of the agent's sandbox roots, or it is relative to the root named by ``root`` (the root's
-index in the agent's ``file_roots``, or its path as configured); a relative path needs no
-``root`` when the agent has a single root. The models bound sizes only: whether a path is
-acceptable (no ``..``, no percent-encoding, no look-alike characters, no symlink escape, not on
-the denylist...) is decided by the agent, which reports the reason in the command's message,
-so a hostile path leaves a failed command in the record instead of vanishing at the API.
+index in the agent's ``file_roots`` as a number, or its path as configured, absolute text); a
+relative path needs no ``root`` when the agent has a single root. The models are strict: a
+value must have its JSON type (``"5"`` is no offset, ``true`` no root, ``"yes"`` no flag); a
+``mode`` alone may be octal text, as listings show modes. The models bound sizes only:
+whether a path is acceptable (no ``..``, no percent-encoding, no look-alike characters, no
+symlink escape, not on the denylist...) is decided by the agent, which reports the reason in
+the command's message, so a hostile path leaves a failed command in the record instead of
+vanishing at the API.
 
 Content travels as UTF-8 text or base64; one command carries at most :data:`MAX_CHUNK_BYTES`
 of it (a signed command is at most 256 KiB), bigger files go up as FILE_UPLOAD_CHUNKs.
@@ -17,9 +20,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 #: longest path text (Linux PATH_MAX)
 MAX_PATH = 4096
@@ -39,22 +51,73 @@ def _lower(value: str) -> str:
 
 PathText = Annotated[str, Field(max_length=MAX_PATH, description="Absolute path under a "
                                 "sandbox root, or a path relative to the root named by `root`")]
-RootRef = Annotated[int | str | None, Field(description="Which sandbox root: its index in the "
-                                            "agent's file_roots or its path as configured "
-                                            "(None: the root the absolute path lies under, "
-                                            "or the only root)")]
+def _root(value: object) -> object:
+    """A root's index as a JSON number or its configured path as absolute text; a boolean,
+    a number as text ("0") or anything else is refused with the reason."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("root is a root's index (a number) or its path as configured "
+                         "(absolute text)")
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"root {value} is not an index (0 or more)")
+    if isinstance(value, str) and not value.startswith("/"):
+        raise ValueError(f"root {value[:40]!r} is not an absolute path: a root's index is a "
+                         "number, not text")
+    return value
+
+
+RootRef = Annotated[
+    int | Annotated[str, Field(max_length=MAX_PATH)] | None, BeforeValidator(_root),
+    Field(description="Which sandbox root: its index in the agent's file_roots (a number) or "
+          "its path as configured (absolute text); None: the root the absolute path lies "
+          "under, or the only root")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256, hex"),
                    AfterValidator(_lower)]
 TrashId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="Trash entry id")]
 UploadId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$",
                                 description="Client-chosen id shared by an upload's chunks")]
-NewMode = Annotated[int | None, Field(None, ge=0, le=0o777, description="Permission bits of a "
-                                      "file that does not exist yet (default 0644); an "
-                                      "existing file keeps its mode and owner")]
+#: permission bits a new file may get: no setuid, setgid or sticky bit
+MAX_MODE = 0o777
+_OCTAL_MODE = re.compile(r"(?:0o?)?([0-7]{1,4})")
+
+
+def _mode(value: object) -> object:
+    """A mode as a JSON number (the numeric mode: 420 is 0o644) or as octal text as
+    listings show it ("0644", "644", "0o644"); anything else is refused with the reason."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("mode is a number or octal text such as \"0644\"")
+    if isinstance(value, str):
+        match = _OCTAL_MODE.fullmatch(value)
+        if match is None:
+            raise ValueError(f"mode {value[:20]!r} is not 1 to 4 octal digits (such as "
+                             "\"0644\")")
+        value = int(match.group(1), 8)
+    if not 0 <= value <= 0o7777:
+        raise ValueError(f"mode {value} is not a permission mode (0 to 0o7777)")
+    if value > MAX_MODE:
+        raise ValueError(f"mode {value:#o} sets the setuid, setgid or sticky bit, which a new "
+                         "file never gets (at most 0o777; a JSON number is the numeric mode, "
+                         "so send octal as text: \"0644\")")
+    return value
+
+
+NewMode = Annotated[int | None, BeforeValidator(_mode), Field(
+    None, description="Permission bits of a file that does not exist yet "
+    "(default 0644): octal text (\"0644\", \"644\", \"0o644\") or a number (the numeric "
+    "mode, 420 = 0644); an existing file keeps its mode and owner"),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_MODE},
+                              {"type": "string", "pattern": r"^(0o?)?[0-7]{1,4}$"},
+                              {"type": "null"}]})]
 
 
 class _FileParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    """Strict: every value has its JSON type (a number is not text, true is not 1 nor
+    "yes"), whether the params come as JSON text or as a dict parsed from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     root: RootRef = None
 

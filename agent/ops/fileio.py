@@ -1,15 +1,18 @@
 """The file manager's I/O primitives, all through directory descriptors of a resolved path:
 hashing, the atomic replacement of a file (temporary file, fsync, mode and owner kept, rename,
-directory fsync), renames that never replace anything, and the check of a directory tree
-before it is moved or deleted as a whole."""
+directory fsync), renames that never replace anything, the check of a directory tree
+before it is moved or deleted as a whole, and the description of an object an audit record
+keeps as ``before`` when the object is deleted or replaced."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import errno
+import grp
 import hashlib
 import os
+import pwd
 import stat
 import uuid
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from agent.ops.filesandbox import (
     RESERVED_NAMES,
     Resolved,
     Sandbox,
+    entry_type,
     fsync_dir,
     join,
     open_object,
@@ -32,6 +36,8 @@ BLOCK = 1024 * 1024
 MAX_TREE_ENTRIES = 100_000
 RENAME_NOREPLACE = 1
 TEMP_PREFIX = ".fleetdeck-"
+#: largest regular file whose SHA-256 a ``before`` description carries (hashing stays cheap)
+BEFORE_HASH_BYTES = 4 * 1024 * 1024
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _renameat2: Any = getattr(_libc, "renameat2", None)  # a ctypes function (glibc >= 2.28)
@@ -216,13 +222,22 @@ def _present(dir_fd: int, name: str) -> bool:
     return True
 
 
-def check_tree(sandbox: Sandbox, res: Resolved) -> int:
+@dataclass(frozen=True)
+class TreeFacts:
+    """What :func:`check_tree` counted: entries below a directory (all levels) and the sum of
+    their sizes (a file or link: no entries, its own size)."""
+
+    entries: int
+    bytes: int
+
+
+def check_tree(sandbox: Sandbox, res: Resolved) -> TreeFacts:
     """Before a directory is moved or deleted as a whole: nothing inside it may be denied,
-    another root, a staging directory, or on another file system. Returns its size in bytes
-    (the sum of its files')."""
+    another root, a staging directory, or on another file system. Returns how many entries
+    it holds and their size in bytes (the sum of its files')."""
     assert res.info is not None and res.name is not None
     if not stat.S_ISDIR(res.info.st_mode):
-        return res.info.st_size
+        return TreeFacts(0, res.info.st_size)
     other_roots = {r.real for r in sandbox.roots if r.real != res.root.real}
     device = res.info.st_dev
     total, count = 0, 0
@@ -252,7 +267,7 @@ def check_tree(sandbox: Sandbox, res: Resolved) -> int:
     finally:
         for fd, _, _ in todo:
             os.close(fd)
-    return total
+    return TreeFacts(count, total)
 
 
 def _tree_entry_allowed(sandbox: Sandbox, real: str, shown: str, info: os.stat_result,
@@ -275,3 +290,78 @@ def current(res: Resolved) -> None:
         now = None
     if now is None or not same(now, res.info):
         raise PathRefused(Reason.CHANGED, f"{res.path} changed during the operation")
+
+
+def replaceable(src: os.stat_result, dst: Resolved) -> None:
+    """PathRefused unless ``src`` may take the place of the existing ``dst`` as rename(2)
+    would allow: a directory only over an empty directory, anything else only over a
+    non-directory. Checked before the destination is moved aside."""
+    assert dst.info is not None and dst.name is not None
+    if stat.S_ISDIR(src.st_mode) and not stat.S_ISDIR(dst.info.st_mode):
+        raise PathRefused(Reason.NOT_A_DIRECTORY, f"{dst.path} is not a directory: a "
+                          "directory only replaces an empty directory")
+    if not stat.S_ISDIR(src.st_mode) and stat.S_ISDIR(dst.info.st_mode):
+        raise PathRefused(Reason.IS_A_DIRECTORY, f"{dst.path} is a directory")
+    if stat.S_ISDIR(dst.info.st_mode):
+        fd = os.open(dst.name, os.O_RDONLY | os.O_DIRECTORY | OPEN_SAFE, dir_fd=dst.parent_fd)
+        try:
+            if os.listdir(fd):
+                raise PathRefused(Reason.NOT_EMPTY, f"{dst.path} is a directory that is not "
+                                  "empty")
+        finally:
+            os.close(fd)
+
+
+def describe(res: Resolved, facts: TreeFacts) -> dict[str, Any]:
+    """What an audit record keeps as ``before`` of the object at ``res`` (about to be deleted
+    or replaced): a directory's type, entries (all levels) and bytes (from ``facts``); a file's
+    or link's type, size, mode and owner, a link's target, and a file's SHA-256 unless that
+    would be costly or read what must not be read (``sha256`` None and ``sha256_omitted``
+    says why)."""
+    assert res.info is not None and res.name is not None
+    info = res.info
+    if stat.S_ISDIR(info.st_mode):
+        return {"type": "dir", "entries": facts.entries, "bytes": facts.bytes}
+    found: dict[str, Any] = {"type": entry_type(info.st_mode), "size": info.st_size,
+                             "mode": f"{stat.S_IMODE(info.st_mode):04o}",
+                             "owner": user_name(info.st_uid)}
+    if stat.S_ISLNK(info.st_mode):
+        found["target"] = os.readlink(res.name, dir_fd=res.parent_fd)
+        return found
+    found["sha256"], omitted = _before_hash(res)
+    if omitted is not None:
+        found["sha256_omitted"] = omitted
+    return found
+
+
+def _before_hash(res: Resolved) -> tuple[str | None, str | None]:
+    """(sha256, None), or (None, why it is omitted) for a large, hard-linked or unreadable
+    file; checked on the opened descriptor."""
+    try:
+        fd = open_object(res, os.O_RDONLY)
+    except PermissionError:
+        return None, "the agent may not read the file"
+    try:
+        info = os.fstat(fd)
+        if info.st_nlink > 1:
+            return None, f"the file has {info.st_nlink} hard links: its content is never read"
+        if info.st_size > BEFORE_HASH_BYTES:
+            return None, (f"the file is {info.st_size} bytes, more than the "
+                          f"{BEFORE_HASH_BYTES} hashed for a record")
+        return hash_fd(fd), None
+    finally:
+        os.close(fd)
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

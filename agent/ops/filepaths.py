@@ -14,7 +14,8 @@ Plain functions, no I/O. :func:`parse` turns a path text into its segments or ra
   ideographic full stop...), no non-ASCII spaces, no combining mark after punctuation
   (``look-alike``)
 - no backslash (``backslash``), no percent-encoding ``%XX`` / ``%uXXXX`` (``percent-encoding``)
-- no empty segment (``a//b``, a leading ``//``; one trailing ``/`` is allowed) (``empty-segment``),
+- no empty segment (``a//b``, a leading ``//``; one trailing ``/`` is allowed, and then the
+  path names a directory, as in POSIX: :attr:`ParsedPath.dir_only`) (``empty-segment``),
   no ``.`` (``dot-segment``) or ``..`` (``parent-segment``) segment, no segment that ends with a
   dot or a space (``trailing-dot-or-space``), no leading ``~`` (``home-shorthand``)
 
@@ -74,6 +75,7 @@ class Reason(StrEnum):
     NOT_A_DIRECTORY = "not-a-directory"
     IS_A_DIRECTORY = "is-a-directory"
     SPECIAL_FILE = "special-file"
+    HARD_LINK = "hard-link"
     IS_ROOT = "is-root"
     CHANGED = "changed-during-operation"
     PERMISSION = "permission-denied"
@@ -86,6 +88,7 @@ class Reason(StrEnum):
     BAD_OFFSET = "bad-offset"
     CHECKSUM = "checksum-mismatch"
     UPLOAD_MISMATCH = "upload-mismatch"
+    UPLOAD_EXPIRED = "upload-expired"
     CROSS_DEVICE = "cross-device"
     INVALID_MOVE = "invalid-move"
     NOT_TEXT = "not-text"
@@ -106,6 +109,8 @@ class ParsedPath:
 
     absolute: bool
     segments: tuple[str, ...]
+    #: it ended with '/': it names a directory (a file there is refused, not-a-directory)
+    dir_only: bool = False
 
 
 def parse(text: str) -> ParsedPath:
@@ -117,14 +122,15 @@ def parse(text: str) -> ParsedPath:
     body = text[1:] if absolute else text
     if body == "" or (body == "." and not absolute):
         return ParsedPath(absolute, ())
-    if body.endswith("/"):
+    dir_only = body.endswith("/")
+    if dir_only:
         body = body[:-1]
     segments = tuple(body.split("/"))
     for index, segment in enumerate(segments):
         problem = segment_problem(segment, first=index == 0 and not absolute)
         if problem is not None:
             raise PathRefused(*problem)
-    return ParsedPath(absolute, segments)
+    return ParsedPath(absolute, segments, dir_only)
 
 
 def text_problem(text: str) -> tuple[Reason, str] | None:

@@ -10,7 +10,9 @@ content); writes are atomic and keep the mode and owner of the file they replace
 :mod:`agent.ops.filetrash`. Mutations of one root are serialised by a lock on the root.
 
 Results name paths relative to their root; mutations carry what an audit needs to see the
-change (sizes and hashes before and after, where things went).
+change (sizes and hashes before and after, where things went): the control plane keeps a
+result's ``before`` as the audit record's before. A move with ``overwrite`` puts what it
+replaces in the trash first (``replaced`` names it, with its ``trash_id``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import grp
 import hashlib
 import os
-import pwd
 import stat
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -37,9 +37,10 @@ from agent.ops.fileio import (
     create_temp,
     current,
     existing,
+    group_name,
     hash_fd,
     read_at,
-    rename,
+    user_name,
     write_all,
 )
 from agent.ops.filemime import HEAD_BYTES, check, sniff
@@ -51,6 +52,9 @@ from agent.ops.filesandbox import (
     entry_type,
     locked,
     open_object,
+    refuse_hard_link,
+    refuse_new_directory,
+    refuses_os_errors,
 )
 from schemas.commands import Command
 from schemas.files import (
@@ -87,6 +91,7 @@ def in_thread(params_type: type[P],
 
 # -- listing ---------------------------------------------------------------------------------
 
+@refuses_os_errors
 def listing(sandbox: Sandbox, params: FileListParams) -> dict[str, Any]:
     if params.trash:
         return filetrash.listing(sandbox, params)
@@ -113,33 +118,22 @@ def entry(dir_fd: int, name: str) -> dict[str, Any] | None:
             "group": group_name(info.st_gid), "mtime": iso(info.st_mtime)}
 
 
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
 def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 # -- reading ---------------------------------------------------------------------------------
 
+@refuses_os_errors
 def read_file(sandbox: Sandbox, params: FileReadParams) -> dict[str, Any]:
     cap = sandbox.settings.file_max_read_bytes
     if params.length is not None and params.length > cap:
         raise PathRefused(Reason.TOO_LARGE, f"a read returns at most {cap} bytes "
                           f"(file_max_read_bytes), not {params.length}: read in pieces")
     with sandbox.resolve(params.root, params.path) as res, opened(res) as fd:
-        size = os.fstat(fd).st_size
+        info = os.fstat(fd)
+        refuse_hard_link(info, res.path)
+        size = info.st_size
         mime = mime_checked(sandbox, os.pread(fd, HEAD_BYTES, 0), res.path)
         data = read_at(fd, params.length or cap, params.offset)
         encoding, content = encode(data, params.encoding)
@@ -177,6 +171,7 @@ def encode(data: bytes, wanted: str) -> tuple[str, str]:
 
 # -- writing ---------------------------------------------------------------------------------
 
+@refuses_os_errors
 def write_file(sandbox: Sandbox, params: FileWriteParams) -> dict[str, Any]:
     data = params.data()
     cap = sandbox.settings.file_max_write_bytes
@@ -186,6 +181,7 @@ def write_file(sandbox: Sandbox, params: FileWriteParams) -> dict[str, Any]:
     with sandbox.resolve(params.root, params.path, must_exist=False) as res:
         if res.name is None:
             raise PathRefused(Reason.IS_A_DIRECTORY, "the root is a directory")
+        refuse_new_directory(res)
         mime_checked(sandbox, data, res.path)
         with locked(res.root_fd):
             before = existing(res, params.expected_sha256)
@@ -205,6 +201,7 @@ def write_file(sandbox: Sandbox, params: FileWriteParams) -> dict[str, Any]:
 
 # -- moving ----------------------------------------------------------------------------------
 
+@refuses_os_errors
 def move_path(sandbox: Sandbox, params: FileMoveParams) -> dict[str, Any]:
     dest_ref = params.destination_root
     if dest_ref is None and not params.destination.startswith("/"):
@@ -218,12 +215,16 @@ def move_path(sandbox: Sandbox, params: FileMoveParams) -> dict[str, Any]:
             raise PathRefused(Reason.EXISTS, "the destination is a sandbox root")
         if src.root.real == dst.root.real and dst.rel[:len(src.rel)] == src.rel:
             raise PathRefused(Reason.INVALID_MOVE, f"{dst.path} is {src.path} or inside it")
+        assert src.info is not None
+        if not stat.S_ISDIR(src.info.st_mode):
+            refuse_new_directory(dst)  # a file cannot become 'new/'
         with both_locked(src, dst):
             check_tree(sandbox, src)
             current(src)
-            rename(src.parent_fd, src.name, dst.parent_fd, dst.name,
-                   replace=params.overwrite, shown=dst.path)
-        return {"path": src.path, "destination": dst.path}
+            before, replaced = filetrash.put_in_place(sandbox, src.parent_fd, src.name, dst,
+                                                      overwrite=params.overwrite)
+        return {"path": src.path, "destination": dst.path, "before": before,
+                "replaced": replaced, "trash_id": replaced and replaced["trash_id"]}
 
 
 @contextlib.contextmanager

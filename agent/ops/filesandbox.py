@@ -28,11 +28,13 @@ import contextlib
 import errno
 import fcntl
 import fnmatch
+import functools
 import os
 import stat
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from agent.ops.filepaths import ParsedPath, PathRefused, Reason, parse
 from agent.settings import AgentSettings
@@ -51,6 +53,9 @@ PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 WALK_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 OPEN_SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _GLOB_CHARS = frozenset("*?[")
+
+P = TypeVar("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,8 @@ class Resolved:
 
     ``parent_fd`` is the directory holding it and ``name`` its name there (None for the root
     itself, then ``parent_fd`` is the root); ``info`` is its lstat, None if it does not exist.
+    ``dir_only``: the path ended with '/', so it names a directory (an existing object that
+    is not one was refused by the walk; a missing one may only become a directory).
     """
 
     root: Root
@@ -162,6 +169,7 @@ class Resolved:
     rel: tuple[str, ...]
     info: os.stat_result | None
     fds: list[int] = field(default_factory=list)
+    dir_only: bool = False
 
     @property
     def path(self) -> str:
@@ -214,8 +222,6 @@ class Sandbox:
                 raise PathRefused(Reason.AMBIGUOUS_ROOT, "this agent has "
                                   f"{len(self.roots)} sandbox roots: name one (root)")
             return self.roots[0]
-        if isinstance(ref, str) and ref.isdigit():
-            ref = int(ref)
         for root in self.roots:
             if ref in (root.index, root.configured, root.real) or (
                     isinstance(ref, str) and os.path.normpath(ref) == root.configured):
@@ -249,14 +255,16 @@ class Sandbox:
         """Walk ``text`` under its root. ``follow``: a symlink as the final component is
         followed (else it is the object); ``must_exist``: a missing final object is
         not-found (else the result names it with ``info`` None; its directory must exist)."""
-        root, segments = self.locate(ref, parse(text))
+        parsed = parse(text)
+        root, segments = self.locate(ref, parsed)
         shown = text or "the root"
         real = join(root.real, segments)
         pattern = self.denylist.path_match(real)
         if pattern is not None:  # refused as spelled, whether or not it exists
             raise PathRefused(Reason.DENIED, f"{real} is on the agent's denylist ({pattern})")
         root_fd = open_root(root)
-        walk = Resolved(root, root_fd, root_fd, None, (), None, [root_fd])
+        walk = Resolved(root, root_fd, root_fd, None, (), None, [root_fd],
+                        dir_only=parsed.dir_only)
         try:
             _Walker(self, walk, shown).run(segments, follow=follow, must_exist=must_exist)
         except BaseException:
@@ -328,7 +336,16 @@ class _Walker:
             raise PathRefused(Reason.SYMLINK_LOOP, f"{self.shown}: more than {MAX_LINKS} "
                               "symlinks (a loop)")
         where = "/".join([*self.rel, name])
-        target = os.readlink(name, dir_fd=self.stack[-1])
+        try:
+            target = os.readlink(name, dir_fd=self.stack[-1])
+        except FileNotFoundError:
+            raise PathRefused(Reason.NOT_FOUND, f"{self.shown}: the symlink {where} was moved "
+                              "or removed during the operation") from None
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            raise PathRefused(Reason.CHANGED, f"{self.shown}: {where} is no longer a symlink "
+                              "(changed during the operation)") from None
         parts = target.split("/")
         if not target.startswith("/"):
             return parts
@@ -364,6 +381,10 @@ class _Walker:
                                      or stat.S_ISLNK(info.st_mode)):
             raise PathRefused(Reason.SPECIAL_FILE, f"{self.shown} is a {kind(info)}: device "
                               "files, FIFOs and sockets are never read or written")
+        if self.walk.dir_only and info is not None and not stat.S_ISDIR(info.st_mode):
+            raise PathRefused(Reason.NOT_A_DIRECTORY, f"{self.shown} ends with '/' but "
+                              f"{'/'.join([*self.rel, name])} is a {kind(info)}, not a "
+                              "directory")
         self.walk.parent_fd = self.stack[-1]
         self.walk.name = name
         self.walk.rel = (*self.rel, name)
@@ -451,8 +472,8 @@ def open_object(res: Resolved, flags: int, *, want_dir: bool = False) -> int:
         try:
             fd = os.open(res.name, flags | OPEN_SAFE, dir_fd=res.parent_fd)
         except FileNotFoundError:
-            raise PathRefused(Reason.CHANGED, f"{res.path} vanished during the operation") \
-                from None
+            raise PathRefused(Reason.NOT_FOUND, f"{res.path} was moved or removed during the "
+                              "operation") from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # a symlink now
                 raise PathRefused(Reason.CHANGED, f"{res.path} changed during the "
@@ -477,6 +498,66 @@ def open_object(res: Resolved, flags: int, *, want_dir: bool = False) -> int:
         os.close(fd)
         raise problem
     return fd
+
+
+def refuse_new_directory(res: Resolved) -> None:
+    """PathRefused (is-a-directory) for a missing object named with a trailing '/' where a
+    file would be made: such a path names a directory (POSIX open(2) says EISDIR)."""
+    if res.dir_only and not res.exists:
+        raise PathRefused(Reason.IS_A_DIRECTORY, f"{res.path}/ ends with '/', so it names a "
+                          "directory: a file cannot be made there (drop the '/')")
+
+
+def refuse_hard_link(info: os.stat_result, shown: str) -> None:
+    """PathRefused (hard-link) for a regular file with more than one name: another of its
+    names may lie outside the sandbox (a key, /etc/shadow before it was rewritten...), and
+    the denylist only knows the identities of the paths it names. Checked on the opened
+    descriptor's fstat, so the file cannot be swapped after the check."""
+    if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+        raise PathRefused(Reason.HARD_LINK, f"{shown} has {info.st_nlink} hard links: another "
+                          "name of the same file may lie outside the sandbox, so its content "
+                          "is never read or copied (it can still be listed, moved, deleted or "
+                          "replaced by a write)")
+
+
+#: errors of the file system that a concurrent change (a rename, a removal, a new link...)
+#: can cause after a path was resolved, and the reason each is refused with
+RACE_REASONS = {errno.ENOENT: Reason.NOT_FOUND, errno.ENOTDIR: Reason.NOT_A_DIRECTORY,
+                errno.EISDIR: Reason.IS_A_DIRECTORY, errno.EEXIST: Reason.EXISTS,
+                errno.ENOTEMPTY: Reason.NOT_EMPTY, errno.ELOOP: Reason.CHANGED,
+                errno.EXDEV: Reason.CROSS_DEVICE, errno.EACCES: Reason.PERMISSION,
+                errno.EPERM: Reason.PERMISSION}
+
+
+def os_refusal(exc: OSError, shown: str) -> PathRefused | None:
+    """The refusal an OSError from the file system stands for, or None for a real failure
+    (no space, an I/O error...)."""
+    reason = RACE_REASONS.get(exc.errno or 0)
+    if reason is None:
+        return None
+    which = f" ({exc.filename})" if exc.filename not in (None, shown) else ""
+    why = ("the agent may not do this" if reason == Reason.PERMISSION else
+           "it changed during the operation (moved, removed or replaced)")
+    return PathRefused(reason, f"{shown}: {exc.strerror}{which}: {why}")
+
+
+def refuses_os_errors(work: Callable[[Sandbox, P], R]) -> Callable[[Sandbox, P], R]:
+    """``work`` (a handler's body) with the file system's errors that a concurrent change
+    causes after resolution turned into refusals naming the params' path, so a race never
+    ends a command as a bare handler error."""
+
+    @functools.wraps(work)
+    def guarded(sandbox: Sandbox, params: P) -> R:
+        try:
+            return work(sandbox, params)
+        except OSError as exc:
+            path = getattr(params, "path", None)
+            problem = os_refusal(exc, path or ("the root" if path == "" else "the item"))
+            if problem is None:
+                raise
+            raise problem from exc
+
+    return guarded
 
 
 def fsync_dir(dir_fd: int) -> None:

@@ -8,7 +8,13 @@ refused (bad-offset) with the expected offset in the message, so a client can re
 final chunk checks the size and the SHA-256 of the whole (a mismatch discards the upload),
 the MIME policy and the replaced file's hash (``expected_sha256``), then moves the bytes into
 place as FILE_WRITE does: temporary file in the target's directory, fsync, mode and owner of
-the replaced file kept, rename. Uploads untouched for a day are removed.
+the replaced file kept, rename.
+
+A first chunk that is refused leaves nothing behind (no staging files, no staging directory
+it made). Uploads untouched for :data:`UPLOAD_EXPIRY_S` are removed whenever any upload of
+the same root is touched; a mark (``<upload_id>.expired``, itself removed after as long
+again) makes a later chunk of an expired upload a clear refusal (upload-expired) instead of
+the start of a new one.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -38,15 +45,22 @@ from agent.ops.filesandbox import (
     Resolved,
     Sandbox,
     locked,
+    refuse_new_directory,
+    refuses_os_errors,
     staging_dir,
 )
 from schemas.files import FileUploadChunkParams
 
-#: uploads untouched for this long are removed
-STALE_S = 24 * 3600.0
+#: uploads untouched for this long are removed (and a chunk of one is refused)
+UPLOAD_EXPIRY_S = 24 * 3600.0
 BLOCK = 1024 * 1024
+#: the staging files of an upload: its bytes, its metadata, the mark of its expiry
+PART, META, EXPIRED = "part", "json", "expired"
+
+log = logging.getLogger(__name__)
 
 
+@refuses_os_errors
 def receive(sandbox: Sandbox, params: FileUploadChunkParams) -> dict[str, Any]:
     """Take one chunk; the final one places the file."""
     cap = sandbox.settings.file_max_upload_bytes
@@ -56,13 +70,36 @@ def receive(sandbox: Sandbox, params: FileUploadChunkParams) -> dict[str, Any]:
     with sandbox.resolve(params.root, params.path, must_exist=False) as res:
         if res.name is None:
             raise PathRefused(Reason.IS_A_DIRECTORY, "the root is a directory")
+        refuse_new_directory(res)
         with locked(res.root_fd):
+            made = not _present(res.root_fd, UPLOADS_DIR)
             staging = staging_dir(res.root_fd, UPLOADS_DIR)
             try:
-                prune(staging, keep=params.upload_id)
+                prune(staging)
                 return Upload(sandbox, res, staging, params).run()
+            except BaseException:
+                if made:
+                    _drop_empty_staging(res.root_fd)
+                raise
             finally:
                 os.close(staging)
+
+
+def _present(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _drop_empty_staging(root_fd: int) -> None:
+    """Remove the staging directory a refused first chunk made (it is empty by then)."""
+    try:
+        os.rmdir(UPLOADS_DIR, dir_fd=root_fd)
+    except OSError as exc:  # the refusal being raised matters more than this
+        log.warning("the staging directory %s made for a refused upload stays: %s",
+                    UPLOADS_DIR, exc.strerror)
 
 
 class Upload:
@@ -74,8 +111,8 @@ class Upload:
         self.res = res
         self.staging = staging
         self.params = params
-        self.part = f"{params.upload_id}.part"
-        self.meta = f"{params.upload_id}.json"
+        self.part = f"{params.upload_id}.{PART}"
+        self.meta = f"{params.upload_id}.{META}"
 
     def result(self, received: int, *, sha256: str | None = None,
                before: Existing | None = None) -> dict[str, Any]:
@@ -84,6 +121,21 @@ class Upload:
                 "before": before and before.summary()}
 
     def run(self) -> dict[str, Any]:
+        """Take the chunk; a refused first chunk of an upload leaves nothing behind."""
+        if _present(self.staging, f"{self.params.upload_id}.{EXPIRED}"):
+            raise PathRefused(Reason.UPLOAD_EXPIRED, f"upload {self.params.upload_id} "
+                              f"expired: it was untouched for more than "
+                              f"{UPLOAD_EXPIRY_S / 3600:g} h and what it had was removed; "
+                              "start again with a new upload_id")
+        fresh = not _present(self.staging, self.meta)
+        try:
+            return self.take()
+        except BaseException:
+            if fresh:
+                self.discard()
+            raise
+
+    def take(self) -> dict[str, Any]:
         meta = self.load_meta()
         if meta.get("complete"):
             return self.repeated_final(meta)
@@ -203,18 +255,35 @@ class Upload:
                 os.unlink(name, dir_fd=self.staging)
 
 
-def prune(staging: int, *, keep: str) -> None:
-    """Remove uploads untouched for STALE_S (but ``keep``'s)."""
+def prune(staging: int) -> None:
+    """Remove the uploads untouched for UPLOAD_EXPIRY_S (the one being touched too: its chunk
+    is then refused), leaving a mark of each; marks and stray files that old go too."""
     fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=staging)
     try:
         names = os.listdir(fd)
     finally:
         os.close(fd)
-    cutoff = time.time() - STALE_S
+    cutoff = time.time() - UPLOAD_EXPIRY_S
+    touched: dict[str, float] = {}
     for name in names:
-        if name.split(".", 1)[0] == keep:
+        upload_id, _, kind = name.rpartition(".")
+        try:
+            mtime = os.stat(name, dir_fd=staging, follow_symlinks=False).st_mtime
+        except FileNotFoundError:
             continue
-        with contextlib.suppress(OSError):
-            info = os.stat(name, dir_fd=staging, follow_symlinks=False)
-            if info.st_mtime < cutoff:
-                os.unlink(name, dir_fd=staging)
+        if upload_id and kind in (PART, META):
+            touched[upload_id] = max(touched.get(upload_id, mtime), mtime)
+        elif mtime < cutoff:  # an old mark, or a temporary file left by a crash
+            _unlink(staging, name)
+    for upload_id, last in touched.items():
+        if last < cutoff:
+            os.close(os.open(f"{upload_id}.{EXPIRED}", os.O_WRONLY | os.O_CREAT | OPEN_SAFE,
+                             0o600, dir_fd=staging))
+            for kind in (PART, META):
+                _unlink(staging, f"{upload_id}.{kind}")
+            log.info("upload %s expired and was removed", upload_id)
+
+
+def _unlink(dir_fd: int, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):  # gone already: what was wanted
+        os.unlink(name, dir_fd=dir_fd)

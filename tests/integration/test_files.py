@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from agent.settings import AgentSettings
 from fleetdeck.stack import EmbeddedStack
 from schemas.identity import Role
-from tests.conftest import FleetFactory, Tokens, bearer
+from tests.conftest import FleetFactory, Tokens, bearer, eventually
 from tests.integration.test_commands import fleet_of
 from tests.integration.test_cron import cron_agent, finished
 from tests.unit.test_files import snapshot
@@ -32,6 +33,7 @@ def sandbox(base: Path) -> tuple[AgentSettings, Path, Path]:
     (root / "www" / "index.html").write_text("<h1>hi</h1>\n")
     (root / "escape").symlink_to("../outside")
     (root / "www" / "shadow").symlink_to("/etc/shadow")
+    os.link(outside / "secret.txt", root / "hardlink")
     settings = AgentSettings(file_roots=[root], state_dir=base / "state")
     return settings, root, outside
 
@@ -48,12 +50,27 @@ async def test_files_are_managed_through_the_bus(
         stack: EmbeddedStack) -> None:
     [server] = await fleet_of(fleet, api, 1)
     operator = await token("default", Role.OPERATOR, "olivia")
+    admin = await token("default", Role.ADMIN, "ada")
     settings, root, outside = sandbox(tmp_path / "agent")
     before = snapshot(outside)
 
+    async def audited(command_id: str) -> dict[str, Any]:
+        """The audit event of the command's end."""
+        async def check() -> dict[str, Any] | None:
+            resp = await api.get("/api/v1/audit", headers=bearer(admin),
+                                 params={"target": f"command:{command_id}"})
+            assert resp.status_code == 200, resp.text
+            return next((r["event"] for r in resp.json()["records"]
+                         if r["event"]["action"] == "command.finished"), None)
+
+        return dict(await eventually(check, timeout=20))
+
     async def ok(kind: str, **params: Any) -> dict[str, Any]:
         done = await finished(api, operator, await send(api, operator, server, kind, **params))
+        ids.append(done["command"]["id"])
         return done["result"]  # type: ignore[no-any-return]
+
+    ids: list[str] = []
 
     async with cron_agent(stack, {server: "default"}, tmp_path, settings):
         listed = await ok("FILE_LIST", path="www")
@@ -83,13 +100,29 @@ async def test_files_are_managed_through_the_bus(
         assert (root / "www/blob.bin").read_bytes() == data
 
         moved = await ok("FILE_MOVE", path="www/blob.bin", destination="blob.bin")
-        assert moved == {"path": "www/blob.bin", "destination": "blob.bin"}
+        assert moved == {"path": "www/blob.bin", "destination": "blob.bin", "trash_id": None,
+                         "replaced": None,
+                         "before": {"destination": "blob.bin", "exists": False}}
         gone = await ok("FILE_DELETE", path="blob.bin")
         assert not (root / "blob.bin").exists()
+        assert gone["before"]["sha256"] == sha and gone["before"]["size"] == len(data)
+        audit = await audited(ids[-1])
+        assert audit["before"] == gone["before"] and audit["after"]["trash_id"] == gone[
+            "trash_id"]
         trash = await ok("FILE_LIST", trash=True)
         assert [e["original_path"] for e in trash["entries"]] == ["blob.bin"]
         back = await ok("FILE_RESTORE", trash_id=gone["trash_id"])
         assert back["path"] == "blob.bin" and (root / "blob.bin").read_bytes() == data
+
+        over = await ok("FILE_MOVE", path="www/index.html", destination="blob.bin",
+                        overwrite=True)
+        assert over["replaced"] == {"path": "blob.bin", "type": "file", "size": len(data),
+                                    "sha256": sha, "trash_id": over["trash_id"]}
+        audit = await audited(ids[-1])
+        assert audit["before"]["sha256"] == sha and audit["after"]["trash_id"] == over[
+            "trash_id"]
+        await ok("FILE_RESTORE", trash_id=over["trash_id"], path="www/blob.bin")
+        assert (root / "www/blob.bin").read_bytes() == data
     assert snapshot(outside) == before
 
 
@@ -107,6 +140,8 @@ HOSTILE = [
     ("FILE_MOVE", {"path": "www/index.html", "destination": "escape/index.html"},
      "refused (symlink-escape)"),
     ("FILE_LIST", {"path": ".fleetdeck-trash"}, "refused (reserved)"),
+    ("FILE_READ", {"path": "hardlink"}, "refused (hard-link)"),
+    ("FILE_READ", {"path": "www/index.html/"}, "refused (not-a-directory)"),
 ]
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from agent.ops import OpsContext, bind, filesandbox
+from agent.ops import OpsContext, bind, fileio, filesandbox, filetrash, fileupload
 from agent.ops.filemime import sniff
-from agent.ops.filepaths import PathRefused
+from agent.ops.filepaths import PathRefused, Reason
 from agent.ops.files import listing, move_path, read_file, write_file
 from agent.ops.filesandbox import Sandbox
 from agent.ops.filetrash import delete, restore
@@ -112,6 +115,9 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tree]:
     sock = socket.socket(socket.AF_UNIX)
     sock.bind("sock")
     os.link(key, root / "hardkey")
+    os.link(outside / "secret.txt", root / "hardout")
+    (root / "twin-a").write_text("twin\n")
+    os.link(root / "twin-a", root / "twin-b")
     before = snapshot(outside), snapshot(keys)
     yield Tree(tmp_path, root, outside, key, root / "agent-state")
     sock.close()
@@ -191,13 +197,23 @@ HOSTILE_READS = [
     ("agent key absolute", "/STATE/control.pub", "denied-path"),
     ("agent state", "agent-state/seen.log", "denied-path"),
     ("hard link of a key", "hardkey", "denied-path"),
+    ("hard link to a file outside", "hardout", "hard-link"),
+    ("hard link inside the root", "twin-b", "hard-link"),
     ("trash", ".fleetdeck-trash/index.json", "reserved"),
     ("uploads", ".fleetdeck-uploads/x.part", "reserved"),
     ("missing", "nope/file", "not-found"),
     ("file as directory", "www/index.html/x", "not-a-directory"),
+    ("trailing slash on a file", "www/index.html/", "not-a-directory"),
+    ("trailing slash on a link to a file", "www/inside/", "not-a-directory"),
+    ("trailing slash on a hard link", "hardout/", "not-a-directory"),
     ("directory", "www", "is-a-directory"),
     ("dangling link", "dangling", "not-found"),
 ]
+
+
+#: refused to reads only: a write replaces the name (atomically, never writing through it)
+#: and a delete removes the name, neither touches the other names of the file
+READ_ONLY_REASONS = ("hard-link",)
 
 
 @pytest.mark.parametrize(("case", "path", "reason"), HOSTILE_READS,
@@ -208,11 +224,12 @@ def test_hostile_paths_are_refused_with_their_reason(tree: Tree, case: str, path
     sandbox = tree.sandbox()
     assert outcome(lambda: read(sandbox, path)) == reason
     if reason not in ("is-a-directory", "not-found"):
-        assert outcome(lambda: write(sandbox, path, "pwned")) == reason
+        assert outcome(lambda: write(sandbox, path, "pwned")) == (
+            "ok" if reason in READ_ONLY_REASONS else reason)
     if not os.path.islink(tree.root / path.replace("\x00", "")):  # a link itself may go
         assert outcome(lambda: delete(sandbox, FileDeleteParams(
             path=path, permanent=True, recursive=True))) == (
-            "ok" if reason == "is-a-directory" else reason)
+            "ok" if reason in ("is-a-directory", *READ_ONLY_REASONS) else reason)
 
 
 # (case, root, path, reason, op): against a misconfigured root
@@ -260,7 +277,8 @@ def test_roots_are_chosen_explicitly() -> None:
     assert outcome(lambda: read(two, "x")) == "ambiguous-root"
     assert outcome(lambda: read(two, "x", root=5)) == "unknown-root"
     assert outcome(lambda: read(two, "/etc/passwd", root="/srv")) == "outside-root"
-    assert two.root("/var/www/").index == 1 and two.root("0").index == 0
+    assert two.root("/var/www/").index == 1 and two.root(0).index == 0
+    assert outcome(lambda: two.root("0")) == "unknown-root"  # an index is a number
 
 
 def test_a_tenants_policy_replaces_the_agents_roots(tree: Tree) -> None:
@@ -283,6 +301,57 @@ def test_links_inside_the_root_are_followed(tree: Tree) -> None:
     for path in ("www/inside", "www/absinside", "www/up/www/index.html"):
         got = read(sandbox, path)
         assert got["path"] == "www/index.html" and got["content"] == "<html>hello</html>\n"
+
+
+def test_hard_links_are_listed_moved_and_deleted_but_never_read(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    names = {e["name"]: e for e in listing(sandbox, FileListParams(limit=1000))["entries"]}
+    assert names["hardout"]["type"] == "file" and names["hardout"]["size"] == 15
+    with pytest.raises(PathRefused) as refused:
+        read(sandbox, "hardout")
+    assert str(refused.value).startswith("refused (hard-link): hardout has 2 hard links")
+    move_path(sandbox, FileMoveParams(path="hardout", destination="www/moved"))
+    assert outcome(lambda: read(sandbox, "www/moved")) == "hard-link"
+    gone = delete(sandbox, FileDeleteParams(path="www/moved"))
+    restore(sandbox, FileRestoreParams(trash_id=gone["trash_id"]))
+    assert outcome(lambda: read(sandbox, "www/moved")) == "hard-link"
+    (tree.root / "twin-a").unlink()  # the only name left: an ordinary file again
+    assert read(sandbox, "twin-b")["content"] == "twin\n"
+
+
+def test_a_hard_link_made_after_the_walk_is_seen_on_the_descriptor(
+        tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Sandbox.resolve
+
+    def resolve_then_link(self: Sandbox, *args: Any, **kwargs: Any) -> Any:
+        res = original(self, *args, **kwargs)
+        os.link(tree.root / "www/index.html", tree.base / "elsewhere")
+        return res
+
+    monkeypatch.setattr(Sandbox, "resolve", resolve_then_link)
+    assert outcome(lambda: read(tree.sandbox(), "www/index.html")) == "hard-link"
+
+
+def test_a_trailing_slash_names_a_directory(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    assert listing(sandbox, FileListParams(path="www/"))["path"] == "www"
+    assert listing(sandbox, FileListParams(path="www/up/"))["path"] == ""  # a link to a dir
+    assert outcome(lambda: read(sandbox, "www/")) == "is-a-directory"
+    assert outcome(lambda: write(sandbox, "www/new/", "x")) == "is-a-directory"
+    assert outcome(lambda: receive(sandbox, chunk("www/new/", "upload-0200", 0, b"x"))) == \
+        "is-a-directory"
+    assert outcome(lambda: move_path(sandbox, FileMoveParams(
+        path="www/index.html", destination="www/new/"))) == "is-a-directory"
+    assert outcome(lambda: move_path(sandbox, FileMoveParams(
+        path="www/inside/", destination="www/new"))) == "not-a-directory"
+    gone = delete(sandbox, FileDeleteParams(path="twin-a"))
+    assert outcome(lambda: restore(sandbox, FileRestoreParams(
+        trash_id=gone["trash_id"], path="www/new/"))) == "is-a-directory"
+    assert not (tree.root / "www/new").exists()
+    assert move_path(sandbox, FileMoveParams(path="www/sub/", destination="www/new/"))[
+        "destination"] == "www/new"
+    assert (tree.root / "www/new/deep/file.txt").is_file()
+    assert delete(sandbox, FileDeleteParams(path="www/new/"))["path"] == "www/new"
 
 
 # -- listing ---------------------------------------------------------------------------------
@@ -371,6 +440,105 @@ def test_writes_are_atomic_and_keep_mode_and_owner(tree: Tree) -> None:
     assert linked["path"] == "www/index.html" and (tree.root / "www/inside").is_symlink()
 
 
+# (mode as sent, the mode it means or the words of the validation error)
+MODES: list[tuple[Any, int | str]] = [
+    ("0400", 0o400), ("444", 0o444), ("0644", 0o644), ("0o755", 0o755), ("0", 0),
+    ("0777", 0o777), (420, 0o644), (0o600, 0o600), (0, 0), (None, -1),
+    (True, "a number or octal text"), (False, "a number or octal text"),
+    (4.0, "a number or octal text"), ([6, 4, 4], "a number or octal text"),
+    ("rwx", "not 1 to 4 octal digits"), ("999", "not 1 to 4 octal digits"),
+    ("0x1a4", "not 1 to 4 octal digits"), ("", "not 1 to 4 octal digits"),
+    (" 644", "not 1 to 4 octal digits"), ("012345", "not 1 to 4 octal digits"),
+    ("04755", "setuid, setgid or sticky"), ("1777", "setuid, setgid or sticky"),
+    (644, "setuid, setgid or sticky"), (0o10000, "not a permission mode"),
+    (-1, "not a permission mode"),
+]
+
+
+@pytest.mark.parametrize(("sent", "meant"), MODES, ids=[repr(m[0]) for m in MODES])
+def test_modes_are_octal_text_or_the_numeric_mode(sent: Any, meant: int | str) -> None:
+    for model in (FileWriteParams, FileUploadChunkParams):
+        raw = {"path": "a", "content": "x"} if model is FileWriteParams else {
+            "path": "a", "upload_id": "upload-0001", "offset": 0, "final": True,
+            "sha256": "0" * 64}
+        if isinstance(meant, int):
+            got = model.model_validate({**raw, "mode": sent})
+            assert got.mode == (None if meant == -1 else meant)
+        else:
+            with pytest.raises(ValidationError, match=meant) as refused:
+                model.model_validate({**raw, "mode": sent})
+            assert refused.value.errors()[0]["loc"] == ("mode",)
+
+
+# (model, params as JSON text, the field a lenient value is refused for)
+LENIENT: list[tuple[type[Any], str, str]] = [
+    (FileReadParams, '{"path": "a", "root": true}', "root"),
+    (FileReadParams, '{"path": "a", "root": false}', "root"),
+    (FileReadParams, '{"path": "a", "root": "0"}', "root"),
+    (FileReadParams, '{"path": "a", "root": 0.0}', "root"),
+    (FileReadParams, '{"path": "a", "root": -1}', "root"),
+    (FileReadParams, '{"path": "a", "offset": "5"}', "offset"),
+    (FileReadParams, '{"path": "a", "offset": 5.0}', "offset"),
+    (FileReadParams, '{"path": "a", "length": true}', "length"),
+    (FileReadParams, '{"path": 5}', "path"),
+    (FileListParams, '{"trash": "yes"}', "trash"),
+    (FileListParams, '{"trash": 1}', "trash"),
+    (FileListParams, '{"trash": "true"}', "trash"),
+    (FileListParams, '{"limit": "10"}', "limit"),
+    (FileWriteParams, '{"path": "a", "content": 5}', "content"),
+    (FileUploadChunkParams, '{"path": "a", "upload_id": 123456789, "offset": 0}',
+     "upload_id"),
+    (FileUploadChunkParams, '{"path": "a", "upload_id": "upload-1", "offset": 0, '
+     '"final": "1", "sha256": "' + "0" * 64 + '"}', "final"),
+    (FileMoveParams, '{"path": "a", "destination": "b", "overwrite": "yes"}', "overwrite"),
+    (FileMoveParams, '{"path": "a", "destination": "b", "destination_root": true}',
+     "destination_root"),
+    (FileDeleteParams, '{"path": "a", "permanent": "true"}', "permanent"),
+    (FileDeleteParams, '{"path": "a", "recursive": 1}', "recursive"),
+    (FileRestoreParams, '{"trash_id": "' + "a" * 32 + '", "overwrite": 0}', "overwrite"),
+]
+
+
+@pytest.mark.parametrize(("model", "text", "field"), LENIENT,
+                         ids=[f"{m.__name__} {t}" for m, t, _ in LENIENT])
+def test_params_are_strict_about_json_types(model: type[Any], text: str, field: str) -> None:
+    for parse in (model.model_validate_json, lambda t: model.model_validate(json.loads(t))):
+        with pytest.raises(ValidationError) as refused:
+            parse(text)
+        assert refused.value.errors()[0]["loc"][0] == field
+
+
+def test_ordinary_json_params_pass_strict_models() -> None:
+    texts = {
+        FileListParams: '{"root": 0, "path": "www", "offset": 0, "limit": 10, "trash": false}',
+        FileReadParams: '{"root": "/srv", "path": "a", "offset": 3, "length": 10, '
+                        '"encoding": "base64"}',
+        FileWriteParams: '{"path": "a", "content": "x", "mode": 420, "expected_sha256": "'
+                         + "A" * 64 + '"}',
+        FileUploadChunkParams: '{"path": "a", "upload_id": "upload-1", "offset": 0, '
+                               '"data": "eA==", "final": true, "total_size": 1, "sha256": "'
+                               + "0" * 64 + '", "mode": "0600"}',
+        FileMoveParams: '{"path": "a", "destination": "b", "destination_root": 1, '
+                        '"overwrite": true}',
+        FileDeleteParams: '{"path": "a", "permanent": true, "recursive": false}',
+        FileRestoreParams: '{"trash_id": "' + "a" * 32 + '", "path": null, "overwrite": true}',
+    }
+    for model, text in texts.items():
+        from_dict = model.model_validate(json.loads(text))
+        assert from_dict == model.model_validate_json(text)
+        assert model.model_validate(from_dict.model_dump(mode="json")) == from_dict
+    assert FileWriteParams.model_validate_json(texts[FileWriteParams]).expected_sha256 == \
+        "a" * 64
+
+
+def test_a_new_files_mode_given_as_octal_text(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    write(sandbox, "www/ro.txt", "read only\n", mode="0400")
+    assert stat.S_IMODE((tree.root / "www/ro.txt").stat().st_mode) == 0o400
+    listed = listing(sandbox, FileListParams(path="www", limit=1000))["entries"]
+    assert {e["name"]: e["mode"] for e in listed}["ro.txt"] == "0400"
+
+
 def test_a_stale_hash_refuses_the_write_and_changes_nothing(tree: Tree) -> None:
     sandbox = tree.sandbox()
     before = snapshot(tree.root)
@@ -449,6 +617,67 @@ def test_upload_caps_mime_and_precondition(tree: Tree) -> None:
         "symlink-escape"
 
 
+def staged(tree: Tree) -> set[str]:
+    uploads = tree.root / ".fleetdeck-uploads"
+    return {p.name for p in uploads.iterdir()} if uploads.exists() else set()
+
+
+def test_a_refused_first_chunk_leaves_nothing_behind(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    assert outcome(lambda: receive(sandbox, chunk("www/a", "upload-0300", 10**12, b"x"))) == \
+        "bad-offset"
+    assert not (tree.root / ".fleetdeck-uploads").exists()
+    receive(sandbox, chunk("www/b", "upload-0301", 0, b"kept"))
+    refused = {
+        "bad-offset": chunk("www/a", "upload-0302", 5, b"x"),
+        "too-large": chunk("www/a", "upload-0303", 0, b"x" * 101),
+        "mime-denied": chunk("www/a", "upload-0304", 0, ELF, final=True,
+                             sha256=hashlib.sha256(ELF).hexdigest()),
+        "checksum-mismatch": chunk("www/a", "upload-0305", 0, b"x", final=True,
+                                   sha256="0" * 64),
+        "precondition-failed": chunk("www/a", "upload-0306", 0, b"x", final=True,
+                                     sha256=hashlib.sha256(b"x").hexdigest(),
+                                     expected_sha256="1" * 64),
+    }
+    small = tree.sandbox(file_max_upload_bytes=100)
+    for reason, params in refused.items():
+        assert outcome(lambda p=params: receive(small, p)) == reason
+        assert staged(tree) == {"upload-0301.json", "upload-0301.part"}, reason
+    assert not (tree.root / "www/a").exists()
+
+
+def age(tree: Tree, upload_id: str, seconds: float) -> None:
+    then = time.time() - seconds
+    for path in (tree.root / ".fleetdeck-uploads").glob(f"{upload_id}.*"):
+        os.utime(path, (then, then))
+
+
+def test_uploads_untouched_too_long_are_removed_and_refused(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    receive(sandbox, chunk("www/old", "upload-0400", 0, b"old"))
+    receive(sandbox, chunk("www/new", "upload-0401", 0, b"new"))
+    age(tree, "upload-0400", fileupload.UPLOAD_EXPIRY_S + 60)
+    age(tree, "upload-0401", fileupload.UPLOAD_EXPIRY_S - 60)  # not yet
+    (tree.root / ".fleetdeck-uploads/.fleetdeck-crash.tmp").write_text("{")
+    age(tree, ".fleetdeck-crash", fileupload.UPLOAD_EXPIRY_S + 60)
+    assert receive(sandbox, chunk("www/new", "upload-0401", 3, b"er"))["received"] == 5
+    assert staged(tree) == {"upload-0400.expired", "upload-0401.json", "upload-0401.part"}
+    with pytest.raises(PathRefused) as expired:
+        receive(sandbox, chunk("www/old", "upload-0400", 3, b"er"))
+    assert str(expired.value) == (
+        "refused (upload-expired): upload upload-0400 expired: it was untouched for more than "
+        "24 h and what it had was removed; start again with a new upload_id")
+    assert outcome(lambda: receive(sandbox, chunk("www/old", "upload-0400", 0, b"o"))) == \
+        "upload-expired"
+    # the upload being touched is checked too, and marks go after as long again
+    age(tree, "upload-0401", fileupload.UPLOAD_EXPIRY_S + 60)
+    age(tree, "upload-0400", fileupload.UPLOAD_EXPIRY_S + 60)
+    assert outcome(lambda: receive(sandbox, chunk("www/new", "upload-0401", 5, b"!"))) == \
+        "upload-expired"
+    assert staged(tree) == {"upload-0401.expired"}
+    assert not (tree.root / "www/new").exists() and not (tree.root / "www/old").exists()
+
+
 # -- moves -----------------------------------------------------------------------------------
 
 def test_moves_never_overwrite_unless_asked(tree: Tree) -> None:
@@ -461,8 +690,20 @@ def test_moves_never_overwrite_unless_asked(tree: Tree) -> None:
     assert (tree.root / "www/a.txt").read_text() == "a"
     got = move_path(sandbox, FileMoveParams(path="www/a.txt", destination="www/b.txt",
                                             overwrite=True))
-    assert got == {"path": "www/a.txt", "destination": "www/b.txt"}
+    b_sha = hashlib.sha256(b"b").hexdigest()
+    trash_id = got["trash_id"]
+    assert got == {"path": "www/a.txt", "destination": "www/b.txt", "trash_id": trash_id,
+                   "replaced": {"path": "www/b.txt", "type": "file", "size": 1,
+                                "sha256": b_sha, "trash_id": trash_id},
+                   "before": {"destination": "www/b.txt", "exists": True, "type": "file",
+                              "size": 1, "sha256": b_sha, "mode": "0644",
+                              "owner": got["before"]["owner"]}}
     assert (tree.root / "www/b.txt").read_text() == "a" and not (tree.root / "www/a.txt").exists()
+    [item] = listing(sandbox, FileListParams(trash=True))["entries"]
+    assert (item["trash_id"], item["original_path"]) == (trash_id, "www/b.txt")
+    assert restore(sandbox, FileRestoreParams(trash_id=trash_id, path="www/b-old.txt"))[
+        "path"] == "www/b-old.txt"
+    assert (tree.root / "www/b-old.txt").read_text() == "b"  # the replaced file is back
     moved = move_path(sandbox, FileMoveParams(path="www/sub", destination="moved"))
     assert moved["destination"] == "moved" and (tree.root / "moved/deep/file.txt").exists()
     os.link(tree.key, tree.root / "moved/deep/k")
@@ -497,6 +738,7 @@ def test_deletes_go_to_the_trash_and_come_back(tree: Tree) -> None:
                if not p.is_dir() or p.is_symlink())
     gone = delete(sandbox, FileDeleteParams(path="www/sub"))
     assert gone["path"] == "www/sub" and gone["permanent"] is False
+    assert gone["before"] == {"type": "dir", "entries": 5, "bytes": size}
     assert not (tree.root / "www/sub").exists()
     trash = listing(sandbox, FileListParams(trash=True))
     [item] = trash["entries"]
@@ -508,7 +750,8 @@ def test_deletes_go_to_the_trash_and_come_back(tree: Tree) -> None:
         "exists"
     (tree.root / "www/sub").rmdir()
     back = restore(sandbox, FileRestoreParams(trash_id=gone["trash_id"]))
-    assert back == {"path": "www/sub", "trash_id": gone["trash_id"]}
+    assert back == {"path": "www/sub", "trash_id": gone["trash_id"], "replaced": None,
+                    "before": {"destination": "www/sub", "exists": False}}
     assert (tree.root / "www/sub/deep/file.txt").read_text() == "deep\n"
     assert outcome(lambda: restore(sandbox, FileRestoreParams(trash_id=gone["trash_id"]))) == \
         "not-found"
@@ -520,8 +763,12 @@ def test_deletes_go_to_the_trash_and_come_back(tree: Tree) -> None:
 
 def test_permanent_deletes(tree: Tree) -> None:
     sandbox = tree.sandbox()
+    (tree.root / "www/index.html").chmod(0o640)
     gone = delete(sandbox, FileDeleteParams(path="www/index.html", permanent=True))
-    assert gone == {"path": "www/index.html", "permanent": True, "trash_id": None}
+    assert gone == {"path": "www/index.html", "permanent": True, "trash_id": None,
+                    "before": {"type": "file", "size": 19, "mode": "0640",
+                               "owner": gone["before"]["owner"],
+                               "sha256": hashlib.sha256(b"<html>hello</html>\n").hexdigest()}}
     assert not (tree.root / "www/index.html").exists()
     assert outcome(lambda: delete(sandbox, FileDeleteParams(path="www/sub", permanent=True))) \
         == "not-empty"
@@ -532,6 +779,65 @@ def test_permanent_deletes(tree: Tree) -> None:
         "denied-path"
     assert outcome(lambda: delete(sandbox, FileDeleteParams(path="fifo"))) == "special-file"
     assert listing(sandbox, FileListParams(trash=True))["entries"] == []
+
+
+def test_deletes_describe_what_went_cheaply(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox = tree.sandbox()
+    monkeypatch.setattr(fileio, "BEFORE_HASH_BYTES", 10)
+    big = delete(sandbox, FileDeleteParams(path="www/index.html"))["before"]
+    assert big["size"] == 19 and big["sha256"] is None and "19 bytes" in big["sha256_omitted"]
+    hard = delete(sandbox, FileDeleteParams(path="hardout", permanent=True))["before"]
+    assert hard["sha256"] is None and "hard links" in hard["sha256_omitted"]
+    link = delete(sandbox, FileDeleteParams(path="www/esc2", permanent=True))["before"]
+    assert link["type"] == "symlink" and link["target"] == "../../outside/secret.txt"
+    (tree.root / "empty").mkdir()
+    assert delete(sandbox, FileDeleteParams(path="empty", permanent=True))["before"] == {
+        "type": "dir", "entries": 0, "bytes": 0}
+    whole = delete(sandbox, FileDeleteParams(path="www", permanent=True, recursive=True))
+    assert whole["before"]["type"] == "dir" and whole["before"]["entries"] >= 9
+
+
+def test_an_overwriting_move_keeps_what_it_replaces(tree: Tree,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox = tree.sandbox()
+    (tree.root / "full").mkdir()
+    (tree.root / "full/x").write_text("x")
+    (tree.root / "empty").mkdir()
+    refused = {
+        "a file over a directory": (FileMoveParams(path="twin-a", destination="empty",
+                                                   overwrite=True), "is-a-directory"),
+        "a directory over a file": (FileMoveParams(path="empty", destination="www/index.html",
+                                                   overwrite=True), "not-a-directory"),
+        "over a non-empty directory": (FileMoveParams(path="empty", destination="full",
+                                                      overwrite=True), "not-empty"),
+    }
+    for case, (params, reason) in refused.items():
+        assert outcome(lambda p=params: move_path(sandbox, p)) == reason, case
+    assert listing(sandbox, FileListParams(trash=True))["entries"] == []
+    (tree.root / "other").mkdir()
+    moved = move_path(sandbox, FileMoveParams(path="other", destination="empty",
+                                              overwrite=True))
+    assert moved["before"] == {"destination": "empty", "exists": True, "type": "dir",
+                               "entries": 0, "bytes": 0}
+    assert moved["replaced"] == {"path": "empty", "type": "dir", "size": 0,
+                                 "trash_id": moved["trash_id"]}
+    # the rename fails after the destination went to the trash: it is put back
+    real = filetrash.rename
+    calls: list[str] = []
+
+    def failing_second(*args: Any, **kwargs: Any) -> None:
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise PathRefused(Reason.EXISTS, "someone was faster")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(filetrash, "rename", failing_second)
+    assert outcome(lambda: move_path(sandbox, FileMoveParams(
+        path="www/index.html", destination="twin-a", overwrite=True))) == "exists"
+    assert len(calls) == 3 and (tree.root / "twin-a").read_text() == "twin\n"
+    assert (tree.root / "www/index.html").exists()
+    assert [i["original_path"] for i in listing(sandbox, FileListParams(trash=True))[
+        "entries"]] == ["empty"]
 
 
 # -- races -------------------------------------------------------------------------------------
@@ -580,6 +886,98 @@ def test_a_directory_swapped_during_the_walk_is_refused(
     monkeypatch.setattr(filesandbox, "open_step", swap_then_open)
     assert outcome(lambda: write(tree.sandbox(), "www/sub/deep/secret.txt", "pwned")) == \
         "changed-during-operation"
+
+
+def resolve_then(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]) -> None:
+    """Make the first resolution run ``change`` (a concurrent rename...) once it is done."""
+    original = Sandbox.resolve
+    pending = [change]
+
+    def resolve_then_change(self: Sandbox, *args: Any, **kwargs: Any) -> Any:
+        res = original(self, *args, **kwargs)
+        while pending:
+            pending.pop()()
+        return res
+
+    monkeypatch.setattr(Sandbox, "resolve", resolve_then_change)
+
+
+def remove_deep(root: Path) -> None:
+    for name in ("file.txt", "esc4"):
+        (root / "www/sub/deep" / name).unlink()
+    (root / "www/sub/deep").rmdir()
+
+
+def sub_made_a_file(root: Path) -> None:
+    (root / "www/sub").rename(root / "www/sub.away")
+    (root / "www/sub").write_text("now a file")
+
+
+# (case, what changes after the resolution, the operation, its reason)
+RACES: list[tuple[str, Callable[[Path], None], Callable[[Sandbox], Any], str]] = [
+    ("read of a file renamed away",
+     lambda root: (root / "www/index.html").rename(root / "www/moved.html"),
+     lambda sb: read(sb, "www/index.html"), "not-found"),
+    ("write of a file renamed away",
+     lambda root: (root / "www/index.html").rename(root / "www/moved.html"),
+     lambda sb: write(sb, "www/index.html", "x"), "not-found"),
+    ("write into a directory removed meanwhile",
+     remove_deep, lambda sb: write(sb, "www/sub/deep/new.txt", "x"), "not-found"),
+    ("upload into a directory removed meanwhile",
+     remove_deep, lambda sb: receive(sb, chunk(
+         "www/sub/deep/new.txt", "upload-0100", 0, b"x", final=True,
+         sha256=hashlib.sha256(b"x").hexdigest())), "not-found"),
+    ("listing of a directory replaced by a file",
+     sub_made_a_file, lambda sb: listing(sb, FileListParams(path="www/sub")),
+     "changed-during-operation"),
+    ("move of a file renamed away",
+     lambda root: (root / "www/index.html").rename(root / "www/moved.html"),
+     lambda sb: move_path(sb, FileMoveParams(path="www/index.html", destination="i.html")),
+     "changed-during-operation"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "run", "reason"), RACES,
+                         ids=[r[0] for r in RACES])
+def test_a_concurrent_change_after_the_walk_is_a_refusal(
+        tree: Tree, monkeypatch: pytest.MonkeyPatch, case: str, change: Callable[[Path], None],
+        run: Callable[[Sandbox], Any], reason: str) -> None:
+    sandbox = tree.sandbox()
+    resolve_then(monkeypatch, lambda: change(tree.root))
+    assert outcome(lambda: run(sandbox)) == reason
+
+
+def test_a_symlink_changed_during_the_walk_is_a_refusal(
+        tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the lstat of a link and its readlink, it is renamed away or made a file."""
+    original = filesandbox._Walker.lstat
+    changes = {"inside": lambda: (tree.root / "www/inside").rename(tree.root / "www/gone"),
+               "absinside": lambda: os.replace(tree.root / "www/index.html",
+                                               tree.root / "www/absinside")}
+
+    def lstat_then_change(self: Any, name: str) -> os.stat_result | None:
+        info = original(self, name)
+        if name in changes:
+            changes.pop(name)()
+        return info
+
+    monkeypatch.setattr(filesandbox._Walker, "lstat", lstat_then_change)
+    sandbox = tree.sandbox()
+    with pytest.raises(PathRefused) as gone:
+        read(sandbox, "www/inside")
+    assert str(gone.value) == ("refused (not-found): www/inside: the symlink www/inside was "
+                               "moved or removed during the operation")
+    assert outcome(lambda: read(sandbox, "www/absinside")) == "changed-during-operation"
+
+
+def test_only_file_system_errors_of_a_race_become_refusals() -> None:
+    gone = filesandbox.os_refusal(FileNotFoundError(2, "No such file or directory", "x"), "a/x")
+    assert gone is not None and str(gone) == (
+        "refused (not-found): a/x: No such file or directory (x): it changed during the "
+        "operation (moved, removed or replaced)")
+    denied = filesandbox.os_refusal(PermissionError(13, "Permission denied"), "a")
+    assert denied is not None and denied.reason == "permission-denied"
+    assert filesandbox.os_refusal(OSError(28, "No space left on device"), "a") is None
 
 
 # -- through the registry ------------------------------------------------------------------
