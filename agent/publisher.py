@@ -60,6 +60,8 @@ class Publisher:
         self._acked: dict[int, int] = {}
         #: why the history must be sent again (kept until a replay succeeds)
         self._replay_due: str | None = None
+        #: the topic's partitions as the last producer saw them
+        self._partitions: frozenset[int] = frozenset()
 
     async def run(self) -> None:
         """Publish forever (cancel to stop)."""
@@ -97,6 +99,9 @@ class Publisher:
                     self.sent += len(messages)
                     if went_back:
                         self._replay_due = f"offsets went back on partitions {went_back}"
+                    elif (changed := self._partitions_changed(prod)) is not None:
+                        self._replay_due = changed
+                    if self._replay_due:
                         await self._replay(prod, timeout)
                 if len(in_flight) < self.max_in_flight and self.spool.has_after(cursor):
                     through, messages = self.spool.peek(self.batch, after=cursor)
@@ -126,6 +131,19 @@ class Publisher:
             future.add_done_callback(_retrieve)
         return futures
 
+    def _partitions_changed(self, prod: AIOKafkaProducer) -> str | None:
+        """Why a replay is due when the producer's metadata shows the topic with other
+        partitions than before (made again, by the broker's auto-creation, while this
+        producer kept going across a restart); None when they are the same."""
+        known = prod.client.cluster.partitions_for_topic(self.topic.name)
+        if not known:
+            return None
+        partitions, before = frozenset(known), self._partitions
+        self._partitions = partitions
+        if before and partitions != before and self._acked:
+            return f"the topic came back with {len(partitions)} partitions, not {len(before)}"
+        return None
+
     def _offsets(self, metadata: list[Any]) -> list[int]:
         """Note the acknowledged offsets; the partitions whose log went backwards."""
         went_back = set()
@@ -154,11 +172,23 @@ class Publisher:
                 prod = producer(self.settings)
                 try:
                     await prod.start()
+                    partitions = frozenset(await prod.partitions_for(self.topic.name))
                 except BaseException:
                     await prod.stop()
                     raise
             if self.topic.name in created and self._acked:
                 self._replay_due = "had to create the topic again"
+            elif self._acked and partitions != self._partitions:
+                # someone else's metadata request made the broker create it again, with its
+                # default partition count: our samples may land where we never had an offset
+                self._replay_due = (f"the topic came back with {len(partitions)} partitions, "
+                                    f"not {len(self._partitions)}")
+            if len(partitions) != self.topic.partitions:
+                log.error("%s has %d partitions, not %d: it was created by the broker's "
+                          "auto-creation, not by FleetDeck (consumers that rely on "
+                          "co-partitioning, like alert acknowledgements, are misrouted)",
+                          self.topic.name, len(partitions), self.topic.partitions)
+            self._partitions = partitions
             if self._replay_due:
                 try:
                     await self._replay(prod, timeout)

@@ -55,6 +55,10 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     nice: int = 0  # > 0: bulk work that must yield the CPU to the latency-sensitive path
+    #: run once a restarted service is ready, before the services after it are restarted
+    #: (the broker comes back empty: its topics are created before any client can make the
+    #: broker auto-create them with its default partition count)
+    after_restart: Callable[[], None] | None = None
 
     @property
     def status(self) -> str:
@@ -80,6 +84,11 @@ class Supervisor:
         service.log_path = self.log_dir / f"{service.name}.log"
         self._spawn(service)
         self.services.append(service)
+        self._wait_ready(service, timeout)
+        log.info("%s ready (pid %s)", service.name, service.pid)
+        return service
+
+    def _wait_ready(self, service: Service, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not service.ready():
             if service.proc is not None and service.proc.poll() is not None:
@@ -89,8 +98,6 @@ class Supervisor:
                 raise StackError(f"{service.name} not ready after {timeout:.0f}s; "
                                  f"see {service.log_path}:\n{_tail(service.log_path)}")
             time.sleep(0.1)
-        log.info("%s ready (pid %s)", service.name, service.pid)
-        return service
 
     def _spawn(self, service: Service) -> None:
         assert service.log_path is not None
@@ -117,6 +124,12 @@ class Supervisor:
                 service.restarts += 1
                 self._spawn(service)
                 again.append(service)
+                if service.after_restart is not None:
+                    try:
+                        self._wait_ready(service, 30.0)
+                        service.after_restart()
+                    except Exception as exc:  # the next round restarts it again if it died
+                        log.error("%s restarted but not set up: %s", service.name, exc)
         return again
 
     def stop(self, service: Service, grace: float = 10.0) -> None:

@@ -7,6 +7,7 @@ exactly the same processes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -135,13 +136,17 @@ class EmbeddedStack:
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             ready=lambda: port_open(host, port), url=f"{host}:{port}",
-            env={"RUST_LOG": "warn"}))
+            env={"RUST_LOG": "warn"}, after_restart=self.create_topics))
         self.endpoints.kafka = f"{host}:{port}"
         self.create_topics()
         return service
 
     def create_topics(self) -> None:
-        asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=self.endpoints.kafka)))
+        """Create FleetDeck's topics with their partition counts (callable from inside a
+        running event loop too: it runs on a thread of its own)."""
+        settings = KafkaSettings(bootstrap_servers=self.endpoints.kafka)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, ensure_topics(settings)).result()
 
     def start_vm(self) -> Service:
         binary = self.settings.vm_binary

@@ -61,9 +61,7 @@ def run_up(settings: StackSettings, *, simulate: int, watch: list[str]) -> int:
         with Live(_table(stack), console=console, refresh_per_second=1) as live:
             while not stopping:
                 time.sleep(1)
-                for service in stack.supervisor.restart_exited():
-                    if service.name.startswith("kafka"):
-                        stack.create_topics()
+                stack.supervisor.restart_exited()  # the broker's topics are made again
                 live.update(_table(stack))
     except StackError as exc:
         console.print(f"[red]cannot start: {exc}[/]")

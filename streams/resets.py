@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,11 +54,13 @@ class ResetWatch:
     went backwards, the app is crashed with :class:`BrokerWasReset` to be built again.
     """
 
-    def __init__(self, app: Any, interval: float = 0.5) -> None:
+    def __init__(self, app: Any, interval: float = 0.5, stuck_after_s: float = 20.0) -> None:
         self.app = app
         self.interval = interval
+        self.stuck_after_s = stuck_after_s
         self.detector = ResetDetector()
         self.suspect = False
+        self.suspect_since = 0.0
 
     def install(self) -> None:
         consumer = self.app.consumer
@@ -75,14 +78,27 @@ class ResetWatch:
             try:
                 await self.check()
             except Exception as exc:  # broker away: hold commits and try again
+                now = time.monotonic()
                 if not self.suspect:
                     log.warning("broker unreachable (%r); holding offset commits", exc)
-                self.suspect = True
+                    self.suspect, self.suspect_since = True, now
+                elif stuck(self.suspect_since, now, self.stuck_after_s) and \
+                        await self._broker_answers():
+                    # the broker is back but this consumer cannot read its positions (a
+                    # group that never rejoined, say): nothing would arrive until rebuilt
+                    log.warning("the broker answers but this worker has not read from it "
+                                "for %.0f s (%r); building the worker again",
+                                now - self.suspect_since, exc)
+                    await self.app.crash(BrokerWasReset(f"stuck after the broker came "
+                                                        f"back: {exc!r}"))
+                    return
 
     async def check(self) -> None:
         consumer = self.app.consumer
         tps = sorted(consumer.assignment())
         if not tps:
+            if self.suspect:  # not back yet: the group has not given this worker partitions
+                raise NotAssigned("no partitions assigned since the broker went away")
             return
         async with asyncio.timeout(5):
             ends = await consumer.highwaters(*tps)
@@ -109,6 +125,28 @@ class ResetWatch:
             if committed is None:
                 lost.add(tp)
         return lost
+
+
+    async def _broker_answers(self) -> bool:
+        """Whether a bootstrap server accepts a connection (the broker process is up)."""
+        for url in self.app.conf.broker:
+            try:
+                async with asyncio.timeout(2):
+                    _reader, writer = await asyncio.open_connection(url.host, url.port)
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            return True
+        return False
+
+
+class NotAssigned(Exception):
+    """The consumer group has not assigned this worker any partition (yet)."""
+
+
+def stuck(since: float, now: float, after_s: float) -> bool:
+    """Whether a suspicion that started at ``since`` has lasted ``after_s`` by ``now``."""
+    return now - since >= after_s
 
 
 def _aiokafka_tp(tp: Any) -> Any:
