@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
@@ -27,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from connectors.errors import ConnectorError
+from connectors.sql_settings import SQLSettings
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -44,14 +45,6 @@ class SQLError(ConnectorError):
     def __init__(self, message: str, *, unreachable: bool = False) -> None:
         super().__init__(message)
         self.unreachable = unreachable  # a connection problem: trying again later may help
-
-
-class SQLSettings(BaseModel):
-    url: str = Field("sqlite+aiosqlite:///.fleetdeck/fleetdeck.db",
-                     description="SQLAlchemy URL: sqlite+aiosqlite:///path/to.db or "
-                     "postgresql+asyncpg://user:password@host:5432/db (plain sqlite:// and "
-                     "postgresql:// get the async driver)")
-    echo: bool = Field(False, description="Log every SQL statement (debugging)")
 
 
 # --- column types and the declarative base ------------------------------------------------------

@@ -11,7 +11,7 @@ import getpass
 import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import Field
@@ -20,11 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from connectors.sql import SQLError, SQLSettings, SQLStore
+from connectors.sql_settings import SQLSettings
 from schemas.alerts import parse_duration
 from schemas.audit import AuditEvent
 from schemas.envelope import ID_PATTERN
 from schemas.identity import Role
+
+if TYPE_CHECKING:  # loaded when a command runs: the agent's process has no use for it
+    from connectors.sql import SQLStore
 
 T = TypeVar("T")
 console = Console(stderr=True)
@@ -56,6 +59,8 @@ def actor() -> str:
 
 def run(work: Callable[[SQLStore], Awaitable[T]]) -> T:
     """Run ``work`` against a migrated store; a store error is one clear line and exit 1."""
+    from connectors.sql import SQLError, SQLStore
+
     async def go() -> T:
         sql = SQLStore(AdminSettings().sql)
         try:

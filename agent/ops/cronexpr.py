@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from schemas.cron import schedule_problem
 
 
@@ -216,6 +214,8 @@ def _words(items: list[str], last: str) -> str:
 
 def _second_opinion(text: str) -> None:
     try:
+        from croniter import croniter  # on first use: the agent's memory (dateutil, pytz)
+
         croniter(text)
     except (ValueError, KeyError) as exc:
         raise CronSyntaxError(f"croniter refuses the schedule: {exc}") from None

@@ -25,11 +25,12 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
 
 from agent.ops.base import OpsError
 from agent.settings import AgentSettings
@@ -80,6 +81,10 @@ class Rendered:
 
 @functools.cache
 def _environment() -> SandboxedEnvironment:
+    # imported on the first template: an agent that never gets a cron command keeps ~2 MB
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
     return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
