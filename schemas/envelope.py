@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
@@ -26,16 +27,23 @@ ServerId = Annotated[str, Field(pattern=ID_PATTERN, description="Stable id of a 
 TenantId = Annotated[str, Field(pattern=ID_PATTERN, description="Tenant that owns the server")]
 
 
+#: Unicode categories refused in audit text: controls, invisible format characters (bidi
+#: overrides, zero-width spaces) and the line and paragraph separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def _printable(text: str) -> str:
     bad = sorted({f"U+{ord(c):04X}" for c in text
-                  if (ord(c) < 0x20 and c not in "\t\n") or 0x7F <= ord(c) < 0xA0})
+                  if c not in "\t\n" and unicodedata.category(c) in _HIDDEN})
     if bad:
-        raise ValueError(f"control characters are not allowed ({', '.join(bad[:5])})")
+        raise ValueError("control characters are not allowed (" + ", ".join(bad[:5]) + "): "
+                         "they can hide or reorder what an audit reader sees")
     return text
 
 
 #: Free text people write into the audit trail (reasons, comments): tabs and line breaks
-#: allowed, no other control characters (NUL, escape sequences that rewrite a terminal).
+#: allowed, no other control characters (NUL, escape sequences that rewrite a terminal, bidi
+#: overrides and zero-width characters that make a record read otherwise than it is).
 AuditText = Annotated[str, AfterValidator(_printable)]
 
 

@@ -28,6 +28,7 @@ from agent.ops.filesandbox import (
     fsync_dir,
     join,
     open_object,
+    refuse_hard_link,
     same,
 )
 
@@ -71,25 +72,33 @@ class Existing:
     """The file a write replaces: its identity, mode, owner, size and hash."""
 
     info: os.stat_result
-    sha256: str
+    sha256: str | None  # None: hard-linked, its content is never read
 
     def summary(self) -> dict[str, object]:
+        if self.sha256 is None:
+            return {"size": self.info.st_size, "sha256": None, "sha256_omitted":
+                    f"the file has {self.info.st_nlink} hard links: its content is never read"}
         return {"size": self.info.st_size, "sha256": self.sha256}
 
 
 def existing(res: Resolved, expected_sha256: str | None) -> Existing | None:
-    """The file at ``res`` (a regular file, or nothing), checked against the precondition."""
+    """The file at ``res`` (a regular file, or nothing), checked against the precondition.
+    A hard-linked file is not hashed (another of its names may lie outside the sandbox: its
+    hash, or a precondition compared with it, would tell what that file holds)."""
     found = None
     if res.exists:
         fd = open_object(res, os.O_RDONLY)
         try:
-            found = Existing(os.fstat(fd), hash_fd(fd))
+            info = os.fstat(fd)
+            found = Existing(info, None if info.st_nlink > 1 else hash_fd(fd))
         finally:
             os.close(fd)
     if expected_sha256 is not None:
         if found is None:
             raise PathRefused(Reason.PRECONDITION, f"{res.path} does not exist, so its "
                               f"sha256 is not {expected_sha256}; nothing was written")
+        if found.sha256 is None:
+            refuse_hard_link(found.info, res.path)
         if found.sha256 != expected_sha256:
             raise PathRefused(Reason.PRECONDITION, f"{res.path} changed since it was read: "
                               f"its sha256 is {found.sha256}, not the expected "

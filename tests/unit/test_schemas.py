@@ -50,3 +50,20 @@ def test_export_writes_valid_json_schema_with_units(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "MetricSample.schema.json").read_text())
     assert doc["x-topic"] == "fd.metrics"
     assert doc["$defs"]["CpuStats"]["properties"]["total"]["unit"] == "%"
+
+
+@pytest.mark.parametrize("text, ok", [
+    ("ok\tfine\nnext line", True), ("héllo wörld 日本 🙂", True),
+    ("a\u202eb", False), ("a\u200bb", False), ("a\u2028b", False),
+    ("a\x1b[2J", False), ("a\x00", False), ("a\rb", False), ("a\x85b", False)])
+def test_audit_text_refuses_what_hides_or_reorders_it(text: str, ok: bool) -> None:
+    from pydantic import TypeAdapter
+
+    from schemas.envelope import AuditText
+
+    adapter = TypeAdapter(AuditText)
+    if ok:
+        assert adapter.validate_python(text) == text
+    else:
+        with pytest.raises(ValidationError, match="control characters"):
+            adapter.validate_python(text)
