@@ -10,6 +10,7 @@ runs the handler under its timeout, reporting running/progress/result through ``
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -99,6 +100,9 @@ class ReplayGuard:
         self._queued = 0
         self._synced = 0
         self._lock = asyncio.Lock()
+        # a thread of its own: handlers blocked in the shared pool (a file lock, a slow
+        # disk) must never hold up the fsync every ACK waits for
+        self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replay-guard")
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._load(path)
@@ -122,11 +126,16 @@ class ReplayGuard:
                 return
             lines, self._buffer = self._buffer, []
             upto = self._queued
-            await asyncio.to_thread(self._append, lines)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._disk, self._append, lines)
+            except BaseException:  # not on disk: the next caller writes these lines again
+                self._buffer[:0] = lines
+                raise
             self._synced = upto
             self._lines += len(lines)
             if self._lines > 1000 and self._lines > 2 * len(self._prune()):
-                await asyncio.to_thread(self._rewrite, dict(self._until))
+                await loop.run_in_executor(self._disk, self._rewrite, dict(self._until))
 
     def _append(self, lines: list[str]) -> None:
         assert self.path is not None
@@ -176,7 +185,9 @@ def store_result(directory: Path, command_id: str, data: bytes,
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)  # an older file of the same name may have had another mode
-        os.write(fd, data)
+        rest = memoryview(data)
+        while rest:  # os.write may write less than it was given
+            rest = rest[os.write(fd, rest):]
     finally:
         os.close(fd)
     return path
@@ -259,7 +270,11 @@ class Executor:
         else:
             kind, message = EventKind.SUCCEEDED, "done"
         self.counts[str(kind)] += 1
-        inline, ref = self._result(command, result)
+        try:
+            inline, ref = await asyncio.to_thread(self._result, command, result)
+        except OSError as exc:  # the result could not be kept: the outcome is still reported
+            log.error("command %s: cannot store its result: %s", command.id, exc)
+            inline, ref = {"truncated": True, "stored": False}, None
         await self._report(command, kind, message, seq=seq + 1, result=inline, result_ref=ref)
 
     def _result(self, command: Command, result: dict[str, Any] | None

@@ -135,9 +135,10 @@ class Command(BaseModel):
 def policy_types(command: Command) -> tuple[str, ...]:
     """The command types whose approval policy applies to ``command``: its own type, and the
     type of anything else it does (a FILE_MOVE that may overwrite also deletes what it
-    replaces, so a tenant that wants deletes approved gets those moves approved too)."""
+    replaces, and so does a FILE_RESTORE that may overwrite: a tenant that wants deletes
+    approved gets those approved too)."""
     params = command.params
-    if isinstance(params, FileMoveParams) and params.overwrite:
+    if isinstance(params, FileMoveParams | FileRestoreParams) and params.overwrite:
         return command.type, "FILE_DELETE"
     return (command.type,)
 

@@ -132,7 +132,8 @@ class ResetWatch:
         for url in self.app.conf.broker:
             try:
                 async with asyncio.timeout(2):
-                    _reader, writer = await asyncio.open_connection(url.host, url.port)
+                    _reader, writer = await asyncio.open_connection(url.host,
+                                                                      url.port or 9092)
             except (OSError, TimeoutError):
                 continue
             writer.close()

@@ -242,7 +242,11 @@ def install(settings: AgentSettings, path: Path, make: Callable[[Entry | None], 
         if dry_run:
             return entry, None if before is None else before.line
         write_atomic(path, crontab.render_file(entry))
-        problems = check_file(path)
+        try:
+            problems = check_file(path)
+        except BaseException:  # the check itself failed (timed out...): do not leave it live
+            rollback(path, previous)
+            raise
         if problems:
             rollback(path, previous)
             raise OpsError("cron would not accept the file, nothing changed: "

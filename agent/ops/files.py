@@ -82,8 +82,9 @@ def in_thread(params_type: type[P],
         params = command.params
         if not isinstance(params, params_type):
             raise TypeError(f"{command.type} expects {params_type.__name__}")
-        return await asyncio.to_thread(work, Sandbox(context.settings, command.tenant),
-                                     params)
+        # the sandbox resolves its roots and denylist on disk too: all of it off the loop
+        return await asyncio.to_thread(
+            lambda: work(Sandbox(context.settings, command.tenant), params))
 
     handler.__name__ = work.__name__
     return handler

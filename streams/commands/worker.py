@@ -12,6 +12,7 @@ reported it found before (``before`` in its result) and what it left (the keys o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -162,17 +163,30 @@ class CommandTracker:
             log.error("command %s could not be stored: %s", new.command.id, exc)
             return False
 
+    @staticmethod
+    async def _audit_finished(audit: AuditAppend, record: CommandRecord) -> None:
+        """Put the command.finished event on the audit topic, again and again until the
+        broker takes it: the SQL change is committed, so a redelivered batch would not
+        produce it a second time (and it holds what a permanent delete removed)."""
+        event = finished_audit(record)
+        delay = 0.5
+        while True:
+            try:
+                await audit(event.tenant, event.model_dump_json().encode())
+                return
+            except Exception as exc:
+                log.error("cannot audit command %s, retrying in %.1f s: %r",
+                          record.command.id, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
     async def _publish(self, records: list[CommandRecord]) -> None:
         if not records:
             return
         if self.audit is not None:
             for record in records:
                 if record.final:
-                    event = finished_audit(record)
-                    try:
-                        await self.audit(event.tenant, event.model_dump_json().encode())
-                    except Exception as exc:  # the SQL record keeps the outcome
-                        log.error("cannot audit command %s: %r", record.command.id, exc)
+                    await self._audit_finished(self.audit, record)
         stream = self.live.keys.commands_stream
         try:
             await self.live.publish([live_event(stream, r) for r in records])

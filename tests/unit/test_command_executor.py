@@ -33,6 +33,7 @@ from schemas.commands import (
     EventKind,
     PingParams,
     SignedCommand,
+    policy_types,
 )
 
 KEY = Ed25519PrivateKey.generate()
@@ -136,6 +137,42 @@ def test_replay_guard_commits_a_burst_together_and_keeps_every_id(tmp_path: Path
     assert sorted(line.split()[0] for line in lines) == sorted(c.id for c in burst)
     reloaded = ReplayGuard(path)
     assert all(reloaded.seen(c.id) for c in burst)
+
+
+def test_replay_guard_writes_again_what_a_failed_write_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "seen.log"
+    guard = ReplayGuard(path)
+    first, second = command(), command()
+    original = ReplayGuard._append
+    fail = [True]
+
+    def flaky(self: ReplayGuard, lines: list[str]) -> None:
+        if fail.pop() if fail else False:
+            raise OSError(28, "No space left on device")
+        original(self, lines)
+
+    monkeypatch.setattr(ReplayGuard, "_append", flaky)
+    with pytest.raises(OSError):
+        asyncio.run(guard.remember(first))
+    asyncio.run(guard.remember(second))  # the next write carries the lost line too
+    assert {line.split()[0] for line in path.read_text().splitlines()} == {first.id, second.id}
+
+
+async def test_a_result_that_cannot_be_stored_still_ends_the_command(tmp_path: Path) -> None:
+    async def big(_c: Command, _r: Any) -> dict[str, Any]:
+        return {"data": "x" * 100_000}
+
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the results directory should be")
+    rec = Recorder()
+    ex = Executor(KEYS, ReplayGuard(None), rec, handlers={"PING": big}, results_dir=blocked)
+    now = datetime.now(UTC)
+    cmd = command(issued_at=now, expires_at=now + timedelta(minutes=1))
+    await run_one(ex, signed(cmd))
+    last = rec.events[-1]
+    assert last.kind == "succeeded" and last.result == {"truncated": True, "stored": False}
+    assert last.result_ref is None
 
 
 def test_command_model_refuses_unknown_fields_and_bad_lifetimes() -> None:
@@ -265,3 +302,17 @@ def test_stored_results_expire_and_are_capped(tmp_path: Path) -> None:
     kept = sorted(p.name for p in tmp_path.iterdir())
     assert len(kept) == RESULTS_KEEP_FILES and "old.json" not in kept
     assert kept[-1] == f"c{RESULTS_KEEP_FILES + 4:04d}.json"  # the newest stay
+
+
+@pytest.mark.parametrize("params, types", [
+    ({"type": "PING"}, ("PING",)),
+    ({"type": "FILE_MOVE", "path": "a", "destination": "b"}, ("FILE_MOVE",)),
+    ({"type": "FILE_MOVE", "path": "a", "destination": "b", "overwrite": True},
+     ("FILE_MOVE", "FILE_DELETE")),
+    ({"type": "FILE_RESTORE", "trash_id": "0" * 32}, ("FILE_RESTORE",)),
+    ({"type": "FILE_RESTORE", "trash_id": "0" * 32, "overwrite": True},
+     ("FILE_RESTORE", "FILE_DELETE")),
+])
+def test_what_replaces_a_file_follows_the_delete_policy(params: dict[str, Any],
+                                                        types: tuple[str, ...]) -> None:
+    assert policy_types(command(type=params["type"], params=params)) == types
