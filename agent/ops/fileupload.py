@@ -220,11 +220,14 @@ class Upload:
         return self.result(size, sha256=sha, before=before)
 
     def into_place(self, fd: int) -> tuple[str, int]:
-        """The assembled bytes as a temporary file in the target's directory: the part file
-        renamed there, or copied where the directory is on another file system."""
+        """The assembled bytes as a temporary file in the target's directory: a second name
+        of the part file there, or a copy where the directory is on another file system.
+        The part file stays until the file is in place, so a final step that is refused
+        (the target changed meanwhile...) loses nothing: the final chunk can be sent again."""
         temp = temp_name()
         try:
-            os.rename(self.part, temp, src_dir_fd=self.staging, dst_dir_fd=self.res.parent_fd)
+            os.link(self.part, temp, src_dir_fd=self.staging, dst_dir_fd=self.res.parent_fd,
+                    follow_symlinks=False)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise

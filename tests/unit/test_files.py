@@ -575,6 +575,29 @@ def chunk(path: str, upload_id: str, offset: int, data: bytes, **more: Any
                                  data=base64.b64encode(data).decode(), **more)
 
 
+def test_a_refused_final_step_keeps_the_upload_for_another_try(
+        tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.ops.fileio as fileio
+
+    sandbox = tree.sandbox()
+    data = b"all the uploaded bytes\n" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    receive(sandbox, chunk("www/up.txt", "upload-0042", 0, data[:1000]))
+    original = fileio._unchanged
+
+    def changed_meanwhile(res: Any, before: Any) -> None:
+        raise PathRefused(Reason.CHANGED, "www/up.txt changed meanwhile")
+
+    monkeypatch.setattr(fileio, "_unchanged", changed_meanwhile)
+    final = chunk("www/up.txt", "upload-0042", 1000, data[1000:], final=True, sha256=sha)
+    assert outcome(lambda: receive(sandbox, final)) == "changed-during-operation"
+    assert not (tree.root / "www" / "up.txt").exists()
+    monkeypatch.setattr(fileio, "_unchanged", original)
+    done = receive(sandbox, final)  # the same final chunk again
+    assert done["complete"] and (tree.root / "www" / "up.txt").read_bytes() == data
+    assert os.stat(tree.root / "www" / "up.txt").st_nlink == 1  # the part file is gone
+
+
 def test_uploads_resume_from_the_reported_offset(tree: Tree) -> None:
     sandbox = tree.sandbox()
     data = b"".join(f"line {i}\n".encode() for i in range(3000))
