@@ -252,7 +252,8 @@ def run(settings: StreamsSettings, loglevel: str = "info", restart_delay_s: floa
     ``SystemExit``: code 0 for a stop, 1 after a crash.
     """
     while True:
-        asyncio.set_event_loop(asyncio.new_event_loop())
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         worker = _Worker(create_app(settings), loglevel=loglevel, override_logging=False)
         try:
             worker.execute_from_commandline()
@@ -266,4 +267,7 @@ def run(settings: StreamsSettings, loglevel: str = "info", restart_delay_s: floa
                 raise
             log.exception("stream worker crashed; building it again in %.1f s",
                           restart_delay_s)
+        del worker
+        if not loop.is_closed() and not loop.is_running():
+            loop.close()  # its selector and sockets: a worker that resets often must not leak
         time.sleep(restart_delay_s)
