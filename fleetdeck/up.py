@@ -67,7 +67,7 @@ def run_up(settings: StackSettings, *, simulate: int, watch: list[str]) -> int:
         console.print(f"[red]cannot start: {exc}[/]")
         return 1
     except KeyboardInterrupt:
-        pass
+        console.print("Ctrl-C: stopping")  # the normal way to end it
     finally:
         with console.status("stopping…"):
             stack.stop()
