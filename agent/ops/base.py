@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -21,3 +23,24 @@ class OpsContext:
     the agent's settings (sandbox roots, cron directory, policies...)."""
 
     settings: AgentSettings
+
+
+#: Longest a mutation waits for another one on the same root or cron directory.
+LOCK_WAIT_S = 10.0
+
+
+def flock_exclusive(fd: int, wait_s: float = LOCK_WAIT_S) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, waiting at most ``wait_s`` (False if another
+    holder kept it that long). Handlers run on worker threads, and a thread blocked in a
+    plain ``flock`` could never be stopped: a stuck holder would pin one thread per waiter."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)

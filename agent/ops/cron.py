@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import pwd
@@ -36,7 +35,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.ops import crontab
-from agent.ops.base import OpsContext, OpsError, Report
+from agent.ops.base import LOCK_WAIT_S, OpsContext, OpsError, Report, flock_exclusive
 from agent.ops.cronexpr import CronSyntaxError, next_fire_times, parse
 from agent.ops.crontab import Entry
 from agent.ops.crontemplates import check_freeform, render
@@ -343,7 +342,9 @@ def locked(directory: Path) -> Iterator[None]:
     except OSError as exc:
         raise OpsError(f"cron directory {directory}: {exc.strerror}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not flock_exclusive(fd):
+            raise OpsError(f"another change of {directory} has held its lock for "
+                           f"{LOCK_WAIT_S:.0f} s; nothing was written, try again")
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

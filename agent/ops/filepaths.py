@@ -92,6 +92,7 @@ class Reason(StrEnum):
     CROSS_DEVICE = "cross-device"
     INVALID_MOVE = "invalid-move"
     NOT_TEXT = "not-text"
+    BUSY = "busy"
 
 
 class PathRefused(OpsError):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import fnmatch
 import functools
 import os
@@ -36,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from agent.ops.base import LOCK_WAIT_S, flock_exclusive
 from agent.ops.filepaths import ParsedPath, PathRefused, Reason, parse
 from agent.settings import AgentSettings
 
@@ -574,7 +574,9 @@ def locked(root_fd: int) -> Iterator[None]:
     """One mutation at a time per root (threads and processes alike): flock on the root."""
     fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=root_fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not flock_exclusive(fd):
+            raise PathRefused(Reason.BUSY, f"another change in this root has held its lock "
+                              f"for {LOCK_WAIT_S:.0f} s; nothing was done, try again")
         yield
     finally:
         os.close(fd)

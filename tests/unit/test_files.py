@@ -1041,3 +1041,27 @@ def test_the_handlers_are_registered_and_bound(tree: Tree) -> None:
     sha = hashlib.sha256(b"ok").hexdigest()
     assert run("FILE_UPLOAD_CHUNK", path="www/up.txt", upload_id="upload-0009", offset=0,
                data=base64.b64encode(b"ok").decode(), final=True, sha256=sha)["complete"]
+
+
+def test_a_root_held_too_long_by_another_change_is_busy(
+        tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+
+    from agent.ops import base
+
+    holder = os.open(tree.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another process's change, stuck
+        waiter = os.open(tree.root, os.O_RDONLY)
+        try:
+            assert not base.flock_exclusive(waiter, wait_s=0.05)
+        finally:
+            os.close(waiter)
+        monkeypatch.setattr("agent.ops.filesandbox.flock_exclusive",
+                            lambda fd: base.flock_exclusive(fd, wait_s=0.05))
+        before = snapshot(tree.root)
+        assert outcome(lambda: write(tree.sandbox(), "www/new.txt", "x")) == "busy"
+        assert snapshot(tree.root) == before
+    finally:
+        os.close(holder)
+    assert write(tree.sandbox(), "www/new.txt", "x")["created"]  # free again
