@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import fcntl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from agent.settings import AgentSettings
 
@@ -44,3 +48,34 @@ def flock_exclusive(fd: int, wait_s: float = LOCK_WAIT_S) -> bool:
                 return False
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+T = TypeVar("T")
+
+#: set in a handler's worker thread when the command was cancelled (it timed out): the
+#: thread cannot be stopped, so it checks before it changes anything
+_CANCELLED: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "fleetdeck_ops_cancelled", default=None)
+
+
+async def in_thread(work: Callable[[], T]) -> T:
+    """``work()`` (blocking file I/O) on a worker thread; when the command is cancelled
+    meanwhile (its timeout), the thread is told, and :func:`stop_if_cancelled` in it raises
+    before the next change instead of making it after the command was reported timed out."""
+    cancelled = threading.Event()
+    token = _CANCELLED.set(cancelled)  # asyncio.to_thread runs work in a copy of this context
+    try:
+        return await asyncio.to_thread(work)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    finally:
+        _CANCELLED.reset(token)
+
+
+def stop_if_cancelled() -> None:
+    """OpsError if this handler's command was cancelled: call it before each change."""
+    cancelled = _CANCELLED.get()
+    if cancelled is not None and cancelled.is_set():
+        raise OpsError("the command was cancelled (it timed out) before this change; "
+                       "nothing more was changed")

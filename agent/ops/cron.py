@@ -35,7 +35,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent.ops import crontab
-from agent.ops.base import LOCK_WAIT_S, OpsContext, OpsError, Report, flock_exclusive
+from agent.ops.base import (
+    LOCK_WAIT_S,
+    OpsContext,
+    OpsError,
+    Report,
+    flock_exclusive,
+    in_thread,
+    stop_if_cancelled,
+)
 from agent.ops.cronexpr import CronSyntaxError, next_fire_times, parse
 from agent.ops.crontab import Entry
 from agent.ops.crontemplates import check_freeform, render
@@ -98,7 +106,7 @@ async def delete(context: OpsContext, command: Command, report: Report) -> dict[
     params = command.params
     assert isinstance(params, CronDeleteParams)
     path = context.settings.cron_dir / f"{crontab.PREFIX}{params.entry_id}"
-    return await asyncio.to_thread(remove, context.settings, path, params.dry_run)
+    return await in_thread(lambda: remove(context.settings, path, params.dry_run))
 
 
 # -- planning (no I/O but the user and path checks) -------------------------------------------
@@ -219,9 +227,8 @@ async def apply(settings: AgentSettings, path: Path, make: Callable[[Entry | Non
                              params.preview_from))
         return entry
 
-    entry, before = await asyncio.to_thread(
-        install, settings, path, previewed, dry_run=params.dry_run,
-        expect_existing=expect_existing)
+    entry, before = await in_thread(lambda: install(
+        settings, path, previewed, dry_run=params.dry_run, expect_existing=expect_existing))
     return {
         "entry_id": entry.id, "path": str(path), "line": entry.line, "dry_run": params.dry_run,
         "timezone": zone.key, "next": times, "before": before, "written": not params.dry_run}
@@ -345,6 +352,7 @@ def locked(directory: Path) -> Iterator[None]:
         if not flock_exclusive(fd):
             raise OpsError(f"another change of {directory} has held its lock for "
                            f"{LOCK_WAIT_S:.0f} s; nothing was written, try again")
+        stop_if_cancelled()
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from agent.ops.base import stop_if_cancelled
 from agent.ops.filepaths import PathRefused, Reason
 from agent.ops.filesandbox import (
     OPEN_SAFE,
@@ -137,6 +138,7 @@ def commit(res: Resolved, temp: str, fd: int, before: Existing | None,
             os.fchmod(fd, stat.S_IMODE(before.info.st_mode))
         os.fsync(fd)
         _unchanged(res, before)
+        stop_if_cancelled()
         os.rename(temp, res.name, src_dir_fd=res.parent_fd, dst_dir_fd=res.parent_fd)
     except BaseException:
         with contextlib.suppress(OSError):

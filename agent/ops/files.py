@@ -17,7 +17,6 @@ replaces in the trash first (``replaced`` names it, with its ``trash_id``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -30,7 +29,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from agent.ops import filetrash, fileupload
-from agent.ops.base import OpsContext, Report
+from agent.ops.base import OpsContext, Report, in_thread
 from agent.ops.fileio import (
     check_tree,
     commit,
@@ -73,8 +72,8 @@ P = TypeVar("P", bound=BaseModel)
 Handler = Callable[[OpsContext, Command, Report], Awaitable[dict[str, Any]]]
 
 
-def in_thread(params_type: type[P],
-              work: Callable[[Sandbox, P], dict[str, Any]]) -> Handler:
+def file_handler(params_type: type[P],
+                 work: Callable[[Sandbox, P], dict[str, Any]]) -> Handler:
     """A handler that checks the command's params type and runs ``work`` (blocking file I/O)
     on a worker thread against a sandbox of the agent's roots."""
 
@@ -83,8 +82,7 @@ def in_thread(params_type: type[P],
         if not isinstance(params, params_type):
             raise TypeError(f"{command.type} expects {params_type.__name__}")
         # the sandbox resolves its roots and denylist on disk too: all of it off the loop
-        return await asyncio.to_thread(
-            lambda: work(Sandbox(context.settings, command.tenant), params))
+        return await in_thread(lambda: work(Sandbox(context.settings, command.tenant), params))
 
     handler.__name__ = work.__name__
     return handler
@@ -239,10 +237,10 @@ def both_locked(a: Resolved, b: Resolved) -> Iterator[None]:
                 yield
 
 
-list_dir = in_thread(FileListParams, listing)
-read = in_thread(FileReadParams, read_file)
-write = in_thread(FileWriteParams, write_file)
-upload_chunk = in_thread(FileUploadChunkParams, fileupload.receive)
-move = in_thread(FileMoveParams, move_path)
-delete = in_thread(FileDeleteParams, filetrash.delete)
-restore = in_thread(FileRestoreParams, filetrash.restore)
+list_dir = file_handler(FileListParams, listing)
+read = file_handler(FileReadParams, read_file)
+write = file_handler(FileWriteParams, write_file)
+upload_chunk = file_handler(FileUploadChunkParams, fileupload.receive)
+move = file_handler(FileMoveParams, move_path)
+delete = file_handler(FileDeleteParams, filetrash.delete)
+restore = file_handler(FileRestoreParams, filetrash.restore)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from agent.ops.base import LOCK_WAIT_S, flock_exclusive
+from agent.ops.base import LOCK_WAIT_S, flock_exclusive, stop_if_cancelled
 from agent.ops.filepaths import ParsedPath, PathRefused, Reason, parse
 from agent.settings import AgentSettings
 
@@ -577,6 +577,7 @@ def locked(root_fd: int) -> Iterator[None]:
         if not flock_exclusive(fd):
             raise PathRefused(Reason.BUSY, f"another change in this root has held its lock "
                               f"for {LOCK_WAIT_S:.0f} s; nothing was done, try again")
+        stop_if_cancelled()
         yield
     finally:
         os.close(fd)

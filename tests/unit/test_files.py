@@ -1065,3 +1065,31 @@ def test_a_root_held_too_long_by_another_change_is_busy(
     finally:
         os.close(holder)
     assert write(tree.sandbox(), "www/new.txt", "x")["created"]  # free again
+
+
+def test_a_write_that_timed_out_while_waiting_changes_nothing_later(tree: Tree) -> None:
+    import fcntl
+
+    handlers = bind(OpsContext(tree.settings()))
+    now = utcnow()
+    cmd = Command(tenant="default", server_id="web-1", type="FILE_WRITE",
+                  params={"type": "FILE_WRITE", "path": "www/late.txt", "content": "late"},
+                  actor="olivia", reason="test files", issued_at=now,
+                  expires_at=now + timedelta(minutes=1))
+
+    async def noop(fraction: float, message: str) -> None:
+        return None
+
+    async def scenario() -> None:
+        holder = os.open(tree.root, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another change holds the root
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):  # the executor's timeout, in short
+                    await handlers["FILE_WRITE"](cmd, noop)
+        finally:
+            os.close(holder)  # the thread gets the lock now, and must not write
+        await asyncio.sleep(0.5)
+
+    asyncio.run(scenario())
+    assert not (tree.root / "www" / "late.txt").exists()
