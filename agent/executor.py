@@ -270,26 +270,27 @@ class Executor:
         else:
             kind, message = EventKind.SUCCEEDED, "done"
         self.counts[str(kind)] += 1
-        try:
-            inline, ref = await asyncio.to_thread(self._result, command, result)
-        except OSError as exc:  # the result could not be kept: the outcome is still reported
-            log.error("command %s: cannot store its result: %s", command.id, exc)
-            inline, ref = {"truncated": True, "stored": False}, None
+        inline, ref = await self._result(command, result)
         await self._report(command, kind, message, seq=seq + 1, result=inline, result_ref=ref)
 
-    def _result(self, command: Command, result: dict[str, Any] | None
-                ) -> tuple[dict[str, Any] | None, str | None]:
-        """Small results go inline; larger ones are written to the results directory and
-        referenced (never pushed through Kafka)."""
+    async def _result(self, command: Command, result: dict[str, Any] | None
+                      ) -> tuple[dict[str, Any] | None, str | None]:
+        """Small results go inline; larger ones are written to the results directory (on a
+        worker thread) and referenced, never pushed through Kafka. A result that cannot be
+        written is reported as not stored: the command's outcome still goes out."""
         if result is None:
             return None, None
-        text = json.dumps(result, default=str)
-        if len(text.encode()) <= MAX_INLINE_RESULT_BYTES:
-            return json.loads(text), None
+        data = json.dumps(result, default=str).encode()
+        if len(data) <= MAX_INLINE_RESULT_BYTES:
+            return json.loads(data), None
         if self.results_dir is None:
-            return {"truncated": True, "bytes": len(text.encode())}, None
-        path = store_result(self.results_dir, command.id, text.encode())
-        return {"truncated": True, "bytes": len(text.encode())}, f"file://{path}"
+            return {"truncated": True, "bytes": len(data)}, None
+        try:
+            path = await asyncio.to_thread(store_result, self.results_dir, command.id, data)
+        except OSError as exc:
+            log.error("command %s: cannot store its result: %s", command.id, exc)
+            return {"truncated": True, "stored": False}, None
+        return {"truncated": True, "bytes": len(data)}, f"file://{path}"
 
     async def _reject(self, signed: SignedCommand, tenant: str, server_id: str,
                       reason: str) -> None:

@@ -133,8 +133,9 @@ class Publisher:
 
     def _partitions_changed(self, prod: AIOKafkaProducer) -> str | None:
         """Why a replay is due when the producer's metadata shows the topic with other
-        partitions than before (made again, by the broker's auto-creation, while this
-        producer kept going across a restart); None when they are the same."""
+        partitions than before (made again by the broker's auto-creation, on someone else's
+        metadata request, with its default partition count: samples may then land where
+        this publisher never had an offset to compare); None when they are the same."""
         known = prod.client.cluster.partitions_for_topic(self.topic.name)
         if not known:
             return None
@@ -172,23 +173,20 @@ class Publisher:
                 prod = producer(self.settings)
                 try:
                     await prod.start()
-                    partitions = frozenset(await prod.partitions_for(self.topic.name))
+                    partitions = await prod.partitions_for(self.topic.name)  # its metadata
                 except BaseException:
                     await prod.stop()
                     raise
+            changed = self._partitions_changed(prod)
             if self.topic.name in created and self._acked:
                 self._replay_due = "had to create the topic again"
-            elif self._acked and partitions != self._partitions:
-                # someone else's metadata request made the broker create it again, with its
-                # default partition count: our samples may land where we never had an offset
-                self._replay_due = (f"the topic came back with {len(partitions)} partitions, "
-                                    f"not {len(self._partitions)}")
+            elif changed is not None:
+                self._replay_due = changed
             if len(partitions) != self.topic.partitions:
                 log.error("%s has %d partitions, not %d: it was created by the broker's "
                           "auto-creation, not by FleetDeck (consumers that rely on "
                           "co-partitioning, like alert acknowledgements, are misrouted)",
                           self.topic.name, len(partitions), self.topic.partitions)
-            self._partitions = partitions
             if self._replay_due:
                 try:
                     await self._replay(prod, timeout)

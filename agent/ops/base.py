@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import fcntl
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -79,3 +80,14 @@ def stop_if_cancelled() -> None:
     if cancelled is not None and cancelled.is_set():
         raise OpsError("the command was cancelled (it timed out) before this change; "
                        "nothing more was changed")
+
+
+def file_kind(mode: int) -> str:
+    """How messages name the type of a file system object (``st_mode``)."""
+    for test, kind in ((stat.S_ISREG, "regular file"), (stat.S_ISLNK, "symbolic link"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"

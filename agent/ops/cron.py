@@ -24,7 +24,6 @@ import logging
 import os
 import pwd
 import shutil
-import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ from agent.ops.base import (
     OpsContext,
     OpsError,
     Report,
+    file_kind,
     flock_exclusive,
     in_thread,
     stop_if_cancelled,
@@ -509,16 +509,6 @@ def read_regular(path: Path, limit: int = MAX_FILE_BYTES) -> tuple[bytes, bool]:
         os.close(fd)
     data = b"".join(chunks)
     return data[:limit], len(data) > limit
-
-
-def file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISREG, "regular file"), (stat.S_ISLNK, "symbolic link"),
-                       (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return kind
-    return "special file"
 
 
 def describe(path: Path, line: crontab.Line, owner: Entry | None,

@@ -217,7 +217,7 @@ def _rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
             raise OSError(code, os.strerror(code))
     info = os.stat(src, dir_fd=src_dir, follow_symlinks=False)
     if stat.S_ISDIR(info.st_mode):  # no link(2) for directories: check, then rename
-        if _present(dst_dir, dst):
+        if present(dst_dir, dst):
             raise FileExistsError(errno.EEXIST, "exists")
         os.rename(src, dst, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
         return
@@ -225,7 +225,8 @@ def _rename_noreplace(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
     os.unlink(src, dir_fd=src_dir)
 
 
-def _present(dir_fd: int, name: str) -> bool:
+def present(dir_fd: int, name: str) -> bool:
+    """Whether ``name`` exists in ``dir_fd`` (a link counts, whatever it points to)."""
     try:
         os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:

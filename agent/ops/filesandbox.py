@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from agent.ops.base import LOCK_WAIT_S, flock_exclusive, stop_if_cancelled
+from agent.ops.base import LOCK_WAIT_S, file_kind, flock_exclusive, stop_if_cancelled
 from agent.ops.filepaths import ParsedPath, PathRefused, Reason, parse
 from agent.settings import AgentSettings
 
@@ -379,12 +379,13 @@ class _Walker:
     def finish(self, name: str, info: os.stat_result | None) -> None:
         if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)
                                      or stat.S_ISLNK(info.st_mode)):
-            raise PathRefused(Reason.SPECIAL_FILE, f"{self.shown} is a {kind(info)}: device "
-                              "files, FIFOs and sockets are never read or written")
+            raise PathRefused(Reason.SPECIAL_FILE, f"{self.shown} is a "
+                              f"{file_kind(info.st_mode)}: device files, FIFOs and sockets "
+                              "are never read or written")
         if self.walk.dir_only and info is not None and not stat.S_ISDIR(info.st_mode):
             raise PathRefused(Reason.NOT_A_DIRECTORY, f"{self.shown} ends with '/' but "
-                              f"{'/'.join([*self.rel, name])} is a {kind(info)}, not a "
-                              "directory")
+                              f"{'/'.join([*self.rel, name])} is a "
+                              f"{file_kind(info.st_mode)}, not a directory")
         self.walk.parent_fd = self.stack[-1]
         self.walk.name = name
         self.walk.rel = (*self.rel, name)
@@ -442,17 +443,6 @@ def same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def kind(info: os.stat_result) -> str:
-    mode = info.st_mode
-    for test, name in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"),
-                       (stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "FIFO"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return name
-    return "special file"
-
-
 def entry_type(mode: int) -> str:
     """How a listing names an object's type."""
     if stat.S_ISREG(mode):
@@ -493,7 +483,7 @@ def open_object(res: Resolved, flags: int, *, want_dir: bool = False) -> int:
         problem = PathRefused(Reason.IS_A_DIRECTORY, f"{res.path or 'the root'} is a "
                               "directory")
     elif not want_dir and not stat.S_ISREG(info.st_mode):
-        problem = PathRefused(Reason.SPECIAL_FILE, f"{res.path} is a {kind(info)}")
+        problem = PathRefused(Reason.SPECIAL_FILE, f"{res.path} is a {file_kind(info.st_mode)}")
     if problem is not None:
         os.close(fd)
         raise problem

@@ -33,6 +33,7 @@ from agent.ops.fileio import (
     create_temp,
     existing,
     hash_fd,
+    present,
     read_at,
     temp_name,
     write_all,
@@ -72,7 +73,7 @@ def receive(sandbox: Sandbox, params: FileUploadChunkParams) -> dict[str, Any]:
             raise PathRefused(Reason.IS_A_DIRECTORY, "the root is a directory")
         refuse_new_directory(res)
         with locked(res.root_fd):
-            made = not _present(res.root_fd, UPLOADS_DIR)
+            made = not present(res.root_fd, UPLOADS_DIR)
             staging = staging_dir(res.root_fd, UPLOADS_DIR)
             try:
                 prune(staging)
@@ -83,14 +84,6 @@ def receive(sandbox: Sandbox, params: FileUploadChunkParams) -> dict[str, Any]:
                 raise
             finally:
                 os.close(staging)
-
-
-def _present(dir_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _drop_empty_staging(root_fd: int) -> None:
@@ -122,12 +115,12 @@ class Upload:
 
     def run(self) -> dict[str, Any]:
         """Take the chunk; a refused first chunk of an upload leaves nothing behind."""
-        if _present(self.staging, f"{self.params.upload_id}.{EXPIRED}"):
+        if present(self.staging, f"{self.params.upload_id}.{EXPIRED}"):
             raise PathRefused(Reason.UPLOAD_EXPIRED, f"upload {self.params.upload_id} "
                               f"expired: it was untouched for more than "
                               f"{UPLOAD_EXPIRY_S / 3600:g} h and what it had was removed; "
                               "start again with a new upload_id")
-        fresh = not _present(self.staging, self.meta)
+        fresh = not present(self.staging, self.meta)
         try:
             return self.take()
         except BaseException:

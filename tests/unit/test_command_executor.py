@@ -160,17 +160,9 @@ def test_replay_guard_writes_again_what_a_failed_write_lost(
 
 
 async def test_a_result_that_cannot_be_stored_still_ends_the_command(tmp_path: Path) -> None:
-    async def big(_c: Command, _r: Any) -> dict[str, Any]:
-        return {"data": "x" * 100_000}
-
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the results directory should be")
-    rec = Recorder()
-    ex = Executor(KEYS, ReplayGuard(None), rec, handlers={"PING": big}, results_dir=blocked)
-    now = datetime.now(UTC)
-    cmd = command(issued_at=now, expires_at=now + timedelta(minutes=1))
-    await run_one(ex, signed(cmd))
-    last = rec.events[-1]
+    _cmd, last = await run_big(blocked)
     assert last.kind == "succeeded" and last.result == {"truncated": True, "stored": False}
     assert last.result_ref is None
 
@@ -274,16 +266,21 @@ async def test_timeouts_failures_and_crashes_are_reported_and_survived() -> None
     assert "progress" in rec.kinds(cmd.id)
 
 
-async def test_large_results_are_stored_by_reference(tmp_path: Path) -> None:
+async def run_big(results_dir: Path) -> tuple[Command, CommandEvent]:
+    """A command whose handler returns 100 KB; the command and its last report."""
     async def big(_c: Command, _r: Any) -> dict[str, Any]:
         return {"data": "x" * 100_000}
 
     rec = Recorder()
-    ex = Executor(KEYS, ReplayGuard(None), rec, handlers={"PING": big}, results_dir=tmp_path)
+    ex = Executor(KEYS, ReplayGuard(None), rec, handlers={"PING": big}, results_dir=results_dir)
     now = datetime.now(UTC)
     cmd = command(issued_at=now, expires_at=now + timedelta(minutes=1))
     await run_one(ex, signed(cmd))
-    last = rec.events[-1]
+    return cmd, rec.events[-1]
+
+
+async def test_large_results_are_stored_by_reference(tmp_path: Path) -> None:
+    cmd, last = await run_big(tmp_path)
     assert last.result == {"truncated": True, "bytes": len(json.dumps({"data": "x" * 100_000}))}
     assert last.result_ref is not None and last.result_ref.startswith("file://")
     assert json.loads((tmp_path / f"{cmd.id}.json").read_text())["data"] == "x" * 100_000
