@@ -358,6 +358,8 @@ async function openHistory(a) {
     return;
   }
   for (const e of parseAlerts(body.history)) if (e.alert_id === a.alert_id) historyEvents.set(e.seq, e);
+  // the newest event this page has from the stream may not be in the store yet
+  if (!historyEvents.has(a.seq)) historyEvents.set(a.seq, a);
   renderHistory();
   historyEmpty.textContent = "No events.";
   historyEmpty.hidden = historyEvents.size > 0;
