@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fleetdeck import admin, logs, runtime
+from fleetdeck import logs, runtime
 from schemas.envelope import ID_PATTERN
 
 app = typer.Typer(help="FleetDeck: a control plane for fleets of Linux servers.",
@@ -21,7 +22,6 @@ agent_app = typer.Typer()
 app.add_typer(agent_app, name="agent")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(bench_app, name="bench")
-admin.register(app)
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error")]
 LogFormat = Annotated[str, typer.Option("--log-format", help="json or text")]
@@ -184,9 +184,13 @@ def schemas_export(directory: Annotated[Path, typer.Argument(help="Output direct
 def main() -> None:
     from pydantic import ValidationError
 
-    from fleetdeck import bench
+    # The agent runs on every server for ever, so its process loads only what it uses: the
+    # admin commands (rich tables, the SQL settings) and the benches are left out of it.
+    if sys.argv[1:2] != ["agent"]:
+        from fleetdeck import admin, bench
 
-    bench.register(bench_app)
+        admin.register(app)
+        bench.register(bench_app)
     try:
         app()
     except ValidationError as exc:  # settings from FLEETDECK_* variables or options
