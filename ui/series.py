@@ -26,6 +26,7 @@ DEFAULT_CHANNELS = ("cpu.total", "mem.used_pct")
 @dataclass(frozen=True)
 class SeriesQuery:
     server_id: str
+    tenant: str  # the caller's: the query selects only this tenant's series
     channels: tuple[str, ...]
     range_s: int
     step_s: int
@@ -90,9 +91,9 @@ def _quote(value: str) -> str:
 
 
 def build_query(q: SeriesQuery) -> str:
-    """One MetricsQL selector for all channels of the request."""
+    """One MetricsQL selector for all channels of the request, of the caller's tenant only."""
     names = "|".join(CHANNELS[c].metric for c in q.channels)
-    return f'{{__name__=~"{names}",server={_quote(q.server_id)}}}'
+    return f'{{__name__=~"{names}",server={_quote(q.server_id)},tenant={_quote(q.tenant)}}}'
 
 
 _METRIC_TO_CHANNEL = {c.metric: c for c in CHANNELS.values()}

@@ -1,8 +1,9 @@
 """``fleetdeck bench query``: the series API against the same query sent straight to VM.
 
 Fills VictoriaMetrics with N servers' last hour (or range) at 1 s, registers the servers
-in Redis, then alternates API and raw requests for random servers so both see the same
-cache and load.
+in Redis, then times pairs of API and raw requests for random servers, the same query with
+the same end time; which of the two goes first (and so finds VictoriaMetrics' rollup cache
+cold) is drawn at random for each pair, so both see the same cache and load.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ CHANNELS_QUERIED = series.DEFAULT_CHANNELS
 #: The raw query asks for the answer uncompressed, as the UI does (VMSettings.compress_answers
 #: off): both sides of the ratio get the same work from VictoriaMetrics.
 RAW_HEADERS = {"Accept-Encoding": "identity"}
+#: The tenant of the filled servers: the embedded stack's token is of this tenant.
+TENANT = "default"
 
 
 def _series_lines(server_id: str, start: int, seconds: int, rng: random.Random) -> list[bytes]:
@@ -37,7 +40,7 @@ def _series_lines(server_id: str, start: int, seconds: int, rng: random.Random) 
         for _ in range(seconds):
             level = min(100.0, max(0.0, level + rng.gauss(0, 1.5)))
             values.append(round(level, 2))
-        metric = {"__name__": CHANNELS[name].metric, "server": server_id, "tenant": "bench"}
+        metric = {"__name__": CHANNELS[name].metric, "server": server_id, "tenant": TENANT}
         lines.append(orjson.dumps({"metric": metric, "values": values,
                                    "timestamps": timestamps}))
     return lines
@@ -72,7 +75,7 @@ async def _register(endpoints: Endpoints, ids: list[str]) -> None:
     keys = RedisKeys(endpoints.redis_prefix)
     client = aioredis.from_url(endpoints.redis_url)
     try:
-        summaries = {i: orjson.dumps({"server_id": i, "hostname": i, "tenant": "default",
+        summaries = {i: orjson.dumps({"server_id": i, "hostname": i, "tenant": TENANT,
                                       "health": "OK", "reasons": []}) for i in ids}
         await client.hset(keys.servers, mapping=summaries)  # type: ignore[arg-type]
     finally:
@@ -87,12 +90,13 @@ async def measure(endpoints: Endpoints, ids: list[str], range_text: str,
     rng = random.Random(11)
     async with httpx.AsyncClient(timeout=30, headers=endpoints.auth()) as client:
         for _ in range(20):  # warm both paths and their connections
-            await _time_pair(client, endpoints, rng.choice(ids), range_text, range_s)
+            await _time_pair(client, endpoints, rng.choice(ids), range_text, range_s,
+                             rng.random() < 0.5)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"{requests} query pairs", total=requests)
             for _ in range(requests):
                 api, raw = await _time_pair(client, endpoints, rng.choice(ids), range_text,
-                                            range_s)
+                                            range_s, rng.random() < 0.5)
                 api_ms.append(api)
                 raw_ms.append(raw)
                 progress.advance(task)
@@ -104,24 +108,42 @@ async def measure(endpoints: Endpoints, ids: list[str], range_text: str,
 
 
 async def _time_pair(client: httpx.AsyncClient, endpoints: Endpoints, server_id: str,
-                     range_text: str, range_s: int) -> tuple[float, float]:
-    channels = ",".join(CHANNELS_QUERIED)
-    t0 = time.perf_counter()
-    resp = await client.get(f"{endpoints.ui_url}/api/v1/servers/{server_id}/series",
-                            params={"channels": channels, "range": range_text})
-    api = (time.perf_counter() - t0) * 1000
-    resp.raise_for_status()
-    body = resp.json()
-    if not body["series"] or not body["series"][0]["timestamps"]:
-        raise RuntimeError(f"the API returned no points for {server_id}")
-    q = series.SeriesQuery(server_id, CHANNELS_QUERIED, range_s, body["step_s"], body["end"])
-    t0 = time.perf_counter()
-    raw = await client.get(f"{endpoints.vm_url}/api/v1/query_range", params={
-        "query": series.build_query(q), "start": f"{q.start:.3f}", "end": f"{q.end:.3f}",
-        "step": f"{q.step_s}s"}, headers=RAW_HEADERS)
-    raw_ms = (time.perf_counter() - t0) * 1000
-    raw.raise_for_status()
-    return api, raw_ms
+                     range_text: str, range_s: int, raw_first: bool) -> tuple[float, float]:
+    """One API request and the same query sent straight to VictoriaMetrics, with the same
+    end time, in the order given: whichever goes second finds the query in
+    VictoriaMetrics' rollup cache, so the order is drawn at random for each pair."""
+    q = series.SeriesQuery(server_id, TENANT, CHANNELS_QUERIED, range_s,
+                           series.parse_step(None, range_s), round(time.time(), 3))
+
+    async def api() -> float:
+        t0 = time.perf_counter()
+        resp = await client.get(f"{endpoints.ui_url}/api/v1/servers/{server_id}/series",
+                                params={"channels": ",".join(CHANNELS_QUERIED),
+                                        "range": range_text, "end": f"{q.end:.3f}"})
+        elapsed = (time.perf_counter() - t0) * 1000
+        resp.raise_for_status()
+        body = resp.json()
+        if not body["series"] or not body["series"][0]["timestamps"]:
+            raise RuntimeError(f"the API returned no points for {server_id}")
+        if body["step_s"] != q.step_s or abs(body["end"] - q.end) > 0.001:
+            raise RuntimeError(f"the API ran another query (step {body['step_s']}, "
+                               f"end {body['end']}) than the raw one")
+        return elapsed
+
+    async def raw() -> float:
+        t0 = time.perf_counter()
+        resp = await client.get(f"{endpoints.vm_url}/api/v1/query_range", params={
+            "query": series.build_query(q), "start": f"{q.start:.3f}", "end": f"{q.end:.3f}",
+            "step": f"{q.step_s}s"}, headers=RAW_HEADERS)
+        elapsed = (time.perf_counter() - t0) * 1000
+        resp.raise_for_status()
+        return elapsed
+
+    if raw_first:
+        raw_ms = await raw()
+        return await api(), raw_ms
+    api_ms = await api()
+    return api_ms, await raw()
 
 
 def run(endpoints: Endpoints, servers: int, range_text: str, requests: int) -> dict[str, Any]:

@@ -5,12 +5,17 @@ audited with the signed-in actor."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from connectors.victoriametrics import VMClient, VMSettings
+from fleetdeck.stack import EmbeddedStack
+from schemas import CHANNELS, RedisKeys
 from schemas.identity import Role
 from tests.conftest import Admin, FleetFactory, Tokens, bearer, eventually, sim_servers
 from tests.integration.test_alerts import create_rule, in_state, rule_id
@@ -171,3 +176,45 @@ async def test_tokens_and_sessions_stop_working_once_revoked(
     bad = await anon.post("/api/v1/session", json={"username": admin.username,
                                                    "password": "not-it"})
     assert bad.status_code == 401 and "wrong user name or password" in bad.text
+
+
+async def test_series_hold_only_the_callers_tenants_points(
+        api: httpx.AsyncClient, stack: EmbeddedStack, token: Tokens) -> None:
+    """The series query selects the caller's tenant: a server that moved to our tenant shows
+    none of the points it sent while it was another's, and a quiet server of ours answers
+    with no series rather than 404."""
+    beta = bearer(await token("beta", Role.ADMIN, "bes"))
+    moved, quiet = "moved-from-beta", "quiet-server"
+    now = int(time.time())
+    vm = VMClient(VMSettings(url=stack.endpoints.vm_url))
+    try:
+        await vm.import_json([orjson.dumps({
+            "metric": {"__name__": CHANNELS["cpu.total"].metric, "server": moved,
+                       "tenant": "beta"},
+            "values": [42.0] * 60, "timestamps": [(now - 60 + i) * 1000 for i in range(60)]})])
+    finally:
+        await vm.close()
+    async with httpx.AsyncClient() as client:
+        (await client.get(f"{stack.endpoints.vm_url}/internal/force_flush")).raise_for_status()
+    redis = aioredis.from_url(stack.endpoints.redis_url)
+    try:
+        await redis.hset(RedisKeys(stack.endpoints.redis_prefix).servers, mapping={
+            sid: orjson.dumps({"server_id": sid, "hostname": sid, "tenant": "default",
+                               "health": "OK", "reasons": []}) for sid in (moved, quiet)})
+    finally:
+        await redis.aclose()
+
+    async def series(server_id: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return await api.get(f"/api/v1/servers/{server_id}/series",
+                             params={"channels": "cpu.total", "range": "15m"}, headers=headers)
+
+    async def beta_sees_its_points() -> bool:
+        resp = await series(moved, beta)
+        return resp.status_code == 200 and bool(resp.json()["series"])
+
+    assert await eventually(beta_sees_its_points)  # beta wrote them: they stay beta's
+    for server_id in (moved, quiet):
+        resp = await series(server_id)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["series"] == []
+    assert (await series(quiet, beta)).status_code == 404

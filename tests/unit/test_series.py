@@ -35,13 +35,13 @@ def test_step_defaults_to_about_720_points_and_is_bounded() -> None:
 
 
 def test_query_quotes_the_server_id() -> None:
-    q = series.SeriesQuery("a\"b", ("cpu.total", "mem.used_pct"), 3600, 5, 1000.0)
+    q = series.SeriesQuery("a\"b", "t\\1", ("cpu.total", "mem.used_pct"), 3600, 5, 1000.0)
     assert series.build_query(q) == \
-        '{__name__=~"fd_cpu_total|fd_mem_used_pct",server="a\\"b"}'
+        '{__name__=~"fd_cpu_total|fd_mem_used_pct",server="a\\"b",tenant="t\\\\1"}'
 
 
 def test_reshape_to_columns_in_requested_order() -> None:
-    q = series.SeriesQuery("s1", ("mem.used_pct", "cpu.total"), 3600, 5, 1000.0)
+    q = series.SeriesQuery("s1", "t", ("mem.used_pct", "cpu.total"), 3600, 5, 1000.0)
     body = orjson.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
         {"metric": {"__name__": "fd_cpu_total", "server": "s1", "tenant": "t"},
          "values": [[1, "1.5"], [2, "2"]]},
