@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
 from connectors.sql_base import (
@@ -217,17 +218,20 @@ class AlertStore(StoreBase):
                   "server_id": event.server_id, "state": str(event.state), "ts": event.ts,
                   "data": data}
         current = {**common, "tenant": event.tenant, "severity": str(event.severity)}
-        async with self._tx("record alert event") as conn:
-            added = await conn.execute(
-                self._insert(AlertEventRow).values(common).on_conflict_do_nothing())
-            if not added.rowcount:
+        add = self._insert(AlertEventRow).values(common).on_conflict_do_nothing()
+        stmt = self._insert(AlertRow).values(current)
+        make_current = stmt.on_conflict_do_update(
+            index_elements=[AlertRow.alert_id],
+            set_={k: stmt.excluded[k] for k in current if k != "alert_id"},
+            where=AlertRow.seq < stmt.excluded.seq)
+
+        def work(conn: Connection) -> bool:
+            if not conn.execute(add).rowcount:
                 return False
-            stmt = self._insert(AlertRow).values(current)
-            await conn.execute(stmt.on_conflict_do_update(
-                index_elements=[AlertRow.alert_id],
-                set_={k: stmt.excluded[k] for k in current if k != "alert_id"},
-                where=AlertRow.seq < stmt.excluded.seq))
+            conn.execute(make_current)
             return True
+
+        return await self._write("record alert event", work)
 
     async def list_alerts(self, *, tenant: str | None = None,
                           states: Sequence[str] | None = None,

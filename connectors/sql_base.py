@@ -7,8 +7,9 @@ The store itself is :class:`connectors.sql.SQLStore`, assembled from one mixin p
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,18 @@ from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer, event, func, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Engine,
+    Integer,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
@@ -31,6 +43,7 @@ from connectors.sql_settings import SQLSettings
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 CONNECT_TIMEOUT_S = 10.0
@@ -93,9 +106,31 @@ class StoreBase:
         self._where = url.render_as_string(hide_password=True)
         self._dialect = url.get_backend_name()
         self._engine = _engine(url, settings.echo)
+        self._writer = _sqlite_writer(url, settings.echo)
 
     async def close(self) -> None:
         await self._engine.dispose()
+        if self._writer is not None:
+            self._writer.dispose()
+
+    async def _write(self, what: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` (plain blocking SQLAlchemy calls on the connection it is given) as one
+        transaction, committed when it returns; library errors become SQLError.
+
+        SQLite has one write lock for the whole database. Run statement by statement from
+        the event loop, a transaction holds it from its first write until the loop comes
+        round to send the COMMIT, and under load the other writers (UI, workers) sleep in
+        SQLite's busy handler that long. So on SQLite the whole transaction runs on a worker
+        thread, holding the lock for its statements only. PostgreSQL has no such lock: there
+        ``work`` runs on the async connection.
+        """
+        if self._writer is None:
+            async with self._tx(what) as conn:
+                return await conn.run_sync(work)
+        try:
+            return await asyncio.to_thread(_in_transaction, self._writer, work)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise _error(what, self._where, exc) from exc
 
     async def migrate(self) -> None:
         """Upgrade the schema to the newest migration (a no-op when it is there already)."""
@@ -111,12 +146,7 @@ class StoreBase:
     async def _lock_writers(self, conn: AsyncConnection, key: int) -> None:
         """Serialise the callers holding ``key`` until the transaction ends: PostgreSQL takes
         the advisory lock ``key``; SQLite takes its (only) write lock, whatever the key."""
-        if self._dialect == "postgresql":
-            await conn.execute(select(func.pg_advisory_xact_lock(key)))
-        else:
-            # The driver would begin a transaction only before DML (leaving DDL and reads on
-            # their own); this begins one now and takes the write lock.
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        await conn.run_sync(lock_writers, key)
 
     @asynccontextmanager
     async def _tx(self, what: str) -> AsyncIterator[AsyncConnection]:
@@ -199,6 +229,21 @@ class StoreBase:
 
 # --- engine, migrations, conversions -------------------------------------------------------------
 
+def lock_writers(conn: Connection, key: int) -> None:
+    """:meth:`StoreBase._lock_writers` on a plain connection (for :meth:`StoreBase._write`)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(key)))
+    else:
+        # The driver would begin a transaction only before DML (leaving DDL and reads on
+        # their own); this begins one now and takes the write lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as conn:
+        return work(conn)
+
+
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
     """Alembic's configuration, built in code (no alembic.ini): the shipped migrations, run on
     ``connection`` (what :meth:`StoreBase.migrate` does) or on ``url``. For developers::
@@ -243,6 +288,19 @@ def _engine(url: URL, echo: bool) -> AsyncEngine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, echo=echo)
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_writer(url: URL, echo: bool) -> Engine | None:
+    """For a SQLite file, a blocking engine on the same file for :meth:`StoreBase._write`
+    (None for PostgreSQL and for in-memory databases, which another engine would not see)."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    engine = create_engine(url.set(drivername="sqlite+pysqlite"), echo=echo,
+                           connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 

@@ -32,10 +32,19 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
-from connectors.sql_base import Base, Json, RowId, StoreBase, UtcDateTime, _load, _load_valid
+from connectors.sql_base import (
+    Base,
+    Json,
+    RowId,
+    StoreBase,
+    UtcDateTime,
+    _load,
+    _load_valid,
+    lock_writers,
+)
 from schemas.audit import (
     GENESIS,
     AuditEvent,
@@ -155,12 +164,13 @@ class CommandStore(StoreBase):
         whether it was stored."""
         if not changes:
             return []
-        stored = []
-        async with self._tx("update commands") as conn:
-            for record, expect_status, deadline_at in changes:
-                stored.append(bool((await conn.execute(
-                    self._cas(record, expect_status, deadline_at))).rowcount))
-        return stored
+        statements = [self._cas(record, expect_status, deadline_at)
+                      for record, expect_status, deadline_at in changes]
+
+        def work(conn: Connection) -> list[bool]:
+            return [bool(conn.execute(statement).rowcount) for statement in statements]
+
+        return await self._write("update commands", work)
 
     def _cas(self, record: CommandRecord, expect_status: str,
              deadline_at: datetime | None) -> Any:
@@ -216,15 +226,18 @@ class CommandStore(StoreBase):
         whose id is stored already (or repeated in ``events``) is skipped."""
         if not events:
             return 0
-        async with self._tx("append audit") as conn:
-            await self._lock_writers(conn, AUDIT_LOCK)  # one tail: appenders go one at a time
-            fresh = await _unseen(conn, events)
+
+        def work(conn: Connection) -> int:
+            lock_writers(conn, AUDIT_LOCK)  # one tail: appenders go one at a time
+            fresh = _unseen(conn, events)
             if fresh:
-                last = (await conn.execute(select(AuditRow.seq, AuditRow.hash)
-                                           .order_by(AuditRow.seq.desc()).limit(1))).first()
+                last = conn.execute(select(AuditRow.seq, AuditRow.hash)
+                                    .order_by(AuditRow.seq.desc()).limit(1)).first()
                 seq, prev = (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
-                await conn.execute(insert(AuditRow), _chained(fresh, seq, prev))
-        return len(fresh)
+                conn.execute(insert(AuditRow), _chained(fresh, seq, prev))
+            return len(fresh)
+
+        return await self._write("append audit", work)
 
     async def list_audit(self, tenant: str | None, *, actor: str | None = None,
                          action: str | None = None, target: str | None = None,
@@ -290,13 +303,13 @@ def _command_values(record: CommandRecord, deadline_at: datetime | None) -> dict
             "deadline_at": deadline_at, "data": record.model_dump(mode="json")}
 
 
-async def _unseen(conn: AsyncConnection, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+def _unseen(conn: Connection, events: Sequence[AuditEvent]) -> list[AuditEvent]:
     """``events`` without those stored already and without repeats, in order."""
     unique = list({event.id: event for event in reversed(events)}.values())[::-1]
     ids = [event.id for event in unique]
     stored: set[str] = set()
     for start in range(0, len(ids), _ID_CHUNK):
-        found = await conn.execute(select(AuditRow.event_id)
+        found = conn.execute(select(AuditRow.event_id)
                                    .where(AuditRow.event_id.in_(ids[start:start + _ID_CHUNK])))
         stored.update(found.scalars())
     return [event for event in unique if event.id not in stored]
