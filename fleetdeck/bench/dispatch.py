@@ -1,9 +1,14 @@
 """``fleetdeck bench dispatch``: PING through the API → the agent's ACK recorded by the control
 plane, with every simulated server publishing metrics at 1 Hz meanwhile.
 
-A driver process (``python -m fleetdeck.bench.dispatch``) runs N steady simulated servers at
-1 Hz and, for all of them, the command side of ``fleetdeck agent`` (the real listener, executor
-with its fsync'd replay guard, and event sender). This process acts with the stack's API token
+Two driver processes (``python -m fleetdeck.bench.dispatch``) stand in for N agents: one runs
+N steady simulated servers at 1 Hz, the other, for all of them, the command side of
+``fleetdeck agent`` (the real listener, executor with its fsync'd replay guard, and event
+sender). They are separate because a real agent's loop samples one server, a few
+milliseconds a second; the simulator samples and encodes N servers in one burst each
+second, and a command listener sharing its loop waited behind that burst (with 1,000
+servers that was most of the dispatch latency: ACK p50 ≈ 270 ms after the command reached
+the broker). This process acts with the stack's API token
 (operator role or higher), waits until the API knows every server and the agents answer a
 probe, then sends M PING commands through ``POST /api/v1/commands`` at ``rate`` per second
 (at most ``concurrency`` in flight), round-robin over the servers, while it reads
@@ -61,10 +66,16 @@ class Run:
     created: dict[str, float] = field(default_factory=dict)  # epoch s, the API's created_at
     acked_seen: dict[str, float] = field(default_factory=dict)  # epoch s, SSE receipt
     acked_at: dict[str, float] = field(default_factory=dict)  # epoch s, the worker's stamp
+    on_log: dict[str, float] = field(default_factory=dict)  # epoch s, command produced
+    ack_on_log: dict[str, float] = field(default_factory=dict)  # epoch s, ACK produced
     rejected: dict[str, str] = field(default_factory=dict)
     api_ms: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str = ""
+
+
+#: the two driver processes: simulated servers' samples, and the command side for all of them
+ROLES = ("samples", "commands")
 
 
 def server_ids(agents: int) -> list[str]:
@@ -80,9 +91,11 @@ async def measure(endpoints: Endpoints, agents: int, commands: int, *,
     ids = server_ids(agents)
     run = Run()
     seconds = WAIT_KNOWN_S + WAIT_LISTENER_S + commands / rate + drain_s + 30
-    log = tempfile.TemporaryFile()
+    logs = {role: tempfile.TemporaryFile() for role in ROLES}
+    started_ms = int(time.time() * 1000)
     with tempfile.TemporaryDirectory(prefix="fleetdeck-bench-agents-") as state:
-        proc = _driver(endpoints, agents, seconds, tenant, Path(state), control_key, log)
+        procs = {role: _driver(endpoints, agents, seconds, tenant, Path(state) / role,
+                               control_key, logs[role], role) for role in ROLES}
         try:
             # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so no POST
             # goes out on a connection the server is closing (it would count as an error).
@@ -92,8 +105,9 @@ async def measure(endpoints: Endpoints, agents: int, commands: int, *,
                 opened = asyncio.Event()
                 reader = asyncio.create_task(_read(client, run, opened))
                 try:
-                    await _prepare(client, proc, ids, run, opened)
-                    meter = CpuMeter({**(pids or {}), "agents": proc.pid,
+                    await _prepare(client, list(procs.values()), ids, run, opened)
+                    meter = CpuMeter({**(pids or {}), "agents": procs["samples"].pid,
+                                      "agent-commands": procs["commands"].pid,
                                       "bench-client": os.getpid()})
                     meter.start()
                     await _send_all(client, ids, commands, rate, concurrency, run)
@@ -103,20 +117,24 @@ async def measure(endpoints: Endpoints, agents: int, commands: int, *,
                     reader.cancel()
                     await asyncio.gather(reader, return_exceptions=True)
                 missed = await _recorded_unseen(client, run)
+            if endpoints.kafka:
+                await _read_log_times(endpoints.kafka, started_ms, run)
         finally:
-            totals = _stop(proc, log)
+            totals = {k: v for role, proc in procs.items()
+                      for k, v in _stop(proc, logs[role]).items()}
     return _result(run, missed, totals, agents, commands, rate, concurrency, cpu)
 
 
 def _driver(endpoints: Endpoints, agents: int, seconds: float, tenant: str, state: Path,
-            control_key: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+            control_key: str, log: IO[bytes], role: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, **endpoints.env(), "FLEETDECK_AGENT_STATE_DIR": str(state),
            "FLEETDECK_AGENT_TENANT": tenant}
     if control_key:
         env["FLEETDECK_AGENT_CONTROL_KEY"] = control_key
     return subprocess.Popen(
         [sys.executable, "-m", "fleetdeck.bench.dispatch", "--agents", str(agents),
-         "--seconds", f"{seconds:.0f}"], stdout=log, stderr=subprocess.STDOUT, env=env)
+         "--seconds", f"{seconds:.0f}", "--role", role],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def _stop(proc: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, Any]:
@@ -138,7 +156,7 @@ def _stop(proc: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, Any]:
     return {}
 
 
-async def _prepare(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], ids: list[str],
+async def _prepare(client: httpx.AsyncClient, procs: list[subprocess.Popen[bytes]], ids: list[str],
                    run: Run, opened: asyncio.Event) -> None:
     """Wait for the SSE stream, for the API to know every server, and for the agents'
     listener to ACK a probe (the listener starts at the end of the topic: anything sent
@@ -149,7 +167,7 @@ async def _prepare(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], ids
         async with asyncio.timeout(WAIT_KNOWN_S):
             await opened.wait()
             while True:
-                _alive(proc)
+                _alive(procs)
                 known = await _known(client, ids)
                 progress.update(task, completed=known)
                 if known == len(ids):
@@ -159,7 +177,7 @@ async def _prepare(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], ids
     with console.status("waiting for the agents' command listener…"):
         deadline = time.monotonic() + WAIT_LISTENER_S
         while time.monotonic() < deadline:
-            _alive(proc)
+            _alive(procs)
             await _post(client, ids[0], "probe", probe)
             for _ in range(20):
                 if probe.created.keys() & run.acked_seen.keys():
@@ -169,9 +187,10 @@ async def _prepare(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], ids
                        f"({probe.errors} refused; first: {probe.first_error or 'none'})")
 
 
-def _alive(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        raise RuntimeError(f"the agents' driver exited early with {proc.returncode}")
+def _alive(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is not None:
+            raise RuntimeError(f"an agents' driver exited early with {proc.returncode}")
 
 
 async def _known(client: httpx.AsyncClient, ids: list[str]) -> int:
@@ -273,6 +292,57 @@ async def _recorded_unseen(client: httpx.AsyncClient, run: Run) -> set[str]:
     return found
 
 
+async def _read_log_times(kafka: str, since_ms: int, run: Run) -> None:
+    """When each command of the run went onto ``fd.commands`` and its ACK onto
+    ``fd.command-events`` (the records' producer timestamps), for the per-stage figures."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from schemas.commands import EventKind
+    from schemas.topics import COMMAND_EVENTS, COMMANDS
+
+    for topic, into in ((COMMANDS, run.on_log), (COMMAND_EVENTS, run.ack_on_log)):
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+            consumer.assign(parts)
+            ends = await consumer.end_offsets(parts)
+            starts = await consumer.offsets_for_times({tp: since_ms for tp in parts})
+            for tp in parts:
+                found = starts.get(tp)
+                consumer.seek(tp, found.offset if found else ends[tp])
+            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    for record in records:
+                        data = orjson.loads(record.value or b"{}")
+                        if topic is COMMANDS:
+                            command_id = orjson.loads(data.get("command", "{}")).get("id")
+                        elif data.get("kind") == EventKind.ACKED:
+                            command_id = data.get("command_id")
+                        else:
+                            continue
+                        if command_id in run.created:
+                            into.setdefault(command_id, record.timestamp / 1000)
+        finally:
+            await consumer.stop()
+
+
+def _stages(run: Run, seen: set[str]) -> dict[str, dict[str, float]]:
+    """p50/p95 of each stage, for the commands whose both log times were found."""
+    ids = [i for i in seen if i in run.on_log and i in run.ack_on_log]
+    spans = {
+        "api: created -> command on the log": [run.on_log[i] - run.created[i] for i in ids],
+        "agent: command on the log -> ACK on the log":
+            [run.ack_on_log[i] - run.on_log[i] for i in ids],
+        "control: ACK on the log -> ACK stamped": [run.acked_at[i] - run.ack_on_log[i]
+                                                   for i in ids],
+        "stream: ACK stamped -> seen on SSE": [run.acked_seen[i] - run.acked_at[i] for i in ids],
+    }
+    return {name: {"p50_ms": round(percentile([v * 1000 for v in values], 50), 1),
+                   "p95_ms": round(percentile([v * 1000 for v in values], 95), 1)}
+            for name, values in spans.items()}
+
+
 def _result(run: Run, missed: set[str], totals: dict[str, Any], agents: int, commands: int,
             rate: float, concurrency: int, cpu: dict[str, float]) -> dict[str, Any]:
     seen = run.created.keys() & run.acked_seen.keys()
@@ -285,7 +355,7 @@ def _result(run: Run, missed: set[str], totals: dict[str, Any], agents: int, com
             "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
             "p99_ms": percentile(latencies, 99), "max_ms": max(latencies, default=0.0),
             "recorded_p50_ms": percentile(recorded, 50),
-            "recorded_p95_ms": percentile(recorded, 95),
+            "recorded_p95_ms": percentile(recorded, 95), "stages": _stages(run, seen),
             "api_p50_ms": percentile(run.api_ms, 50), "api_p95_ms": percentile(run.api_ms, 95),
             "sent": sent, "acked": acked, "lost": sent - acked, "errors": run.errors,
             "first_error": run.first_error,
@@ -296,40 +366,51 @@ def _result(run: Run, missed: set[str], totals: dict[str, Any], agents: int, com
 
 # -- the driver: simulated servers at 1 Hz with one command side for all of them -----------
 
-async def _drive(agents: int, seconds: float) -> None:
+async def _drive(agents: int, seconds: float, role: str) -> None:
+    """Run ``role`` for ``agents`` simulated servers: their samples at 1 Hz, or the command
+    side for all of them, until ``seconds`` pass or SIGTERM; print the totals line."""
     from agent.main import Commands
     from agent.runner import Agent
     from agent.settings import AgentSettings
     from agent.simulate import SimulatedServer
 
     settings = AgentSettings()
+    sims = [SimulatedServer(i, tenant=settings.tenant, profile="steady", seed=i)
+            for i in range(agents)]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if role == "samples":
+        agent = Agent(settings, sims)
+        sampling = asyncio.create_task(agent.run(seconds))
+        await asyncio.wait([sampling, asyncio.create_task(stop.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
+        await agent.flush(5)
+        print(json.dumps({"driver": "dispatch", "samples": agent.samples}), flush=True)
+        return
     key_file = settings.control_key_file()
     if key_file is None:
         raise SystemExit("no control-plane key: set FLEETDECK_AGENT_CONTROL_KEY")
-    sims = [SimulatedServer(i, tenant=settings.tenant, profile="steady", seed=i)
-            for i in range(agents)]
-    agent = Agent(settings, sims)
     # A consumer group of its own per run: no position left by an earlier run applies.
     commands = Commands(settings, {s.server_id: settings.tenant for s in sims}, key_file,
                         f"fd-bench-dispatch-{uuid.uuid4().hex[:12]}")
-    sampling = asyncio.create_task(agent.run(seconds))
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, sampling.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await sampling
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
     await commands.stop()
-    await agent.flush(5)
-    print(json.dumps({"driver": "dispatch", "samples": agent.samples,
-                      "received": commands.listener.received, **commands.executor.counts}),
-          flush=True)
+    print(json.dumps({"driver": "dispatch", "received": commands.listener.received,
+                      **commands.executor.counts}), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Driver of fleetdeck bench dispatch")
     parser.add_argument("--agents", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--role", choices=ROLES, required=True)
     args = parser.parse_args()
-    asyncio.run(_drive(args.agents, args.seconds))
+    asyncio.run(_drive(args.agents, args.seconds, args.role))
 
 
 if __name__ == "__main__":
