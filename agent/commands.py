@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: servers whose commands one listener handles at the same time (a simulator serves many)
 MAX_SERVERS_AT_ONCE = 64
+#: batches fetched whose handling has not finished; the fetch loop waits beyond this
+MAX_BATCHES_IN_FLIGHT = 8
 
 
 def partition_of(server_id: str, partitions: int = COMMANDS.partitions) -> int:
@@ -81,6 +83,9 @@ class CommandListener:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.received = 0
         self.ready = asyncio.Event()  # set once the consumer has its position
+        # one lock per server of ours (so at most len(servers)): its commands in order
+        self._turns: dict[bytes | None, asyncio.Lock] = {}
+        self._slots = asyncio.Semaphore(MAX_SERVERS_AT_ONCE)
 
     async def run(self) -> None:
         """Listen forever (cancel to stop); a broker outage means a retry with back-off."""
@@ -100,40 +105,81 @@ class CommandListener:
         return [TopicPartition(COMMANDS.name, p) for p in wanted]
 
     async def _consume(self) -> None:
+        """Fetch and hand over batches without waiting for the last one to be handled.
+
+        aiokafka fetches a partition again only once its buffered records were taken, so a
+        loop that handled (verify, fsync, ACK) and committed each batch before the next
+        ``getmany`` added that time, plus a whole fetch wait, to the next command's latency.
+        Here handling runs in tasks (each server's commands still in order, see
+        :meth:`_handle_batch`) and a committer commits each batch's offsets once it and every
+        batch before it are handled, so a restart never skips an unhandled command."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers, group_id=self.group_id,
             client_id=f"{self.settings.client_id}-commands", enable_auto_commit=False,
             auto_offset_reset="latest", fetch_max_wait_ms=self.fetch_max_wait_ms,
             request_timeout_ms=self.settings.request_timeout_ms)
         await consumer.start()
+        handled: asyncio.Queue[tuple[asyncio.Task[None], dict[TopicPartition, int]]] = \
+            asyncio.Queue(MAX_BATCHES_IN_FLIGHT)
+        committer = asyncio.create_task(self._commit_in_order(consumer, handled))
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             consumer.assign(self._partitions())
             for tp in consumer.assignment():
                 await consumer.position(tp)  # fixes "latest" now, before anything is sent
             self.ready.set()
-            while True:
+            while not committer.done():
                 batches = await consumer.getmany(timeout_ms=1000)
                 if batches:
-                    await self._handle_batch([r for rs in batches.values() for r in rs])
-                    await consumer.commit()
+                    offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items()}
+                    task = asyncio.create_task(
+                        self._handle_batch([r for rs in batches.values() for r in rs]))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                    # waits while too many are in flight, unless the committer has stopped
+                    put = asyncio.ensure_future(handled.put((task, offsets)))
+                    try:
+                        await asyncio.wait([put, committer],
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        put.cancel()  # (no-op once it is done)
+            await committer  # it stopped: raise what stopped it
         finally:
+            # stopping, or the broker went away: what was not committed comes again (and
+            # the replay guard refuses what was accepted already)
+            committer.cancel()
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(committer, *in_flight, return_exceptions=True)
             await consumer.stop()
+
+    @staticmethod
+    async def _commit_in_order(consumer: AIOKafkaConsumer, handled: asyncio.Queue[
+            tuple[asyncio.Task[None], dict[TopicPartition, int]]]) -> None:
+        """Commit each batch's offsets once its handling is done, in the order fetched."""
+        while True:
+            task, offsets = await handled.get()
+            await task
+            await consumer.commit(offsets)
 
     async def _handle_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Each server's commands in the order they came; different servers' side by side
         (at most :data:`MAX_SERVERS_AT_ONCE`), so a simulator's ACK for one server does not
-        wait for the broker to take another server's ACK. A real agent has one server."""
+        wait for the broker to take another server's ACK. A real agent has one server.
+        Batches are handled concurrently: a server's turn (a FIFO lock taken when the batch
+        starts, before any await) keeps its commands in order across batches."""
         by_server: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
         for record in records:
-            by_server.setdefault(record.key, []).append(record)
-        slots = asyncio.Semaphore(MAX_SERVERS_AT_ONCE)
+            if record.key is not None and record.key.decode(errors="replace") in self.servers:
+                by_server.setdefault(record.key, []).append(record)  # others': not ours
 
-        async def in_order(server_records: list[ConsumerRecord[bytes, bytes]]) -> None:
-            async with slots:
+        async def in_order(key: bytes | None,
+                           server_records: list[ConsumerRecord[bytes, bytes]]) -> None:
+            async with self._turns.setdefault(key, asyncio.Lock()), self._slots:
                 for record in server_records:
                     await self._handle(record.key, record.value)
 
-        await asyncio.gather(*(in_order(rs) for rs in by_server.values()))
+        await asyncio.gather(*(in_order(k, rs) for k, rs in by_server.items()))
 
     async def _handle(self, key: bytes | None, value: bytes | None) -> None:
         server_id = key.decode(errors="replace") if key else ""
