@@ -10,8 +10,10 @@ are refused if they expired meanwhile). A brand-new agent starts at the end of t
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -83,8 +85,9 @@ class CommandListener:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.received = 0
         self.ready = asyncio.Event()  # set once the consumer has its position
-        # one lock per server of ours (so at most len(servers)): its commands in order
-        self._turns: dict[bytes | None, asyncio.Lock] = {}
+        # each server's newest handling task (at most one per server of ours), and all of them
+        self._tails: dict[bytes, asyncio.Task[None]] = {}
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_SERVERS_AT_ONCE)
 
     async def run(self) -> None:
@@ -104,6 +107,13 @@ class CommandListener:
         wanted = sorted({partition_of(s) for s in self.servers})
         return [TopicPartition(COMMANDS.name, p) for p in wanted]
 
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, group_id=self.group_id,
+            client_id=f"{self.settings.client_id}-commands", enable_auto_commit=False,
+            auto_offset_reset="latest", fetch_max_wait_ms=self.fetch_max_wait_ms,
+            request_timeout_ms=self.settings.request_timeout_ms)
+
     async def _consume(self) -> None:
         """Fetch and hand over batches without waiting for the last one to be handled.
 
@@ -111,18 +121,18 @@ class CommandListener:
         loop that handled (verify, fsync, ACK) and committed each batch before the next
         ``getmany`` added that time, plus a whole fetch wait, to the next command's latency.
         Here handling runs in tasks (each server's commands still in order, see
-        :meth:`_handle_batch`) and a committer commits each batch's offsets once it and every
-        batch before it are handled, so a restart never skips an unhandled command."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, group_id=self.group_id,
-            client_id=f"{self.settings.client_id}-commands", enable_auto_commit=False,
-            auto_offset_reset="latest", fetch_max_wait_ms=self.fetch_max_wait_ms,
-            request_timeout_ms=self.settings.request_timeout_ms)
+        :meth:`_schedule`) and a committer commits each batch's offsets once it and every
+        batch before it are handled, so a restart never skips an unhandled command.
+
+        When the broker fails, batches handed over are left to finish (a command is
+        remembered as accepted before its ACK: cut off in between, its redelivery would be
+        refused as a replay and it would never run); when the listener is stopped
+        (cancelled), they are cancelled."""
+        consumer = self._consumer()
         await consumer.start()
-        handled: asyncio.Queue[tuple[asyncio.Task[None], dict[TopicPartition, int]]] = \
+        handled: asyncio.Queue[tuple[asyncio.Future[Any], dict[TopicPartition, int]]] = \
             asyncio.Queue(MAX_BATCHES_IN_FLIGHT)
         committer = asyncio.create_task(self._commit_in_order(consumer, handled))
-        in_flight: set[asyncio.Task[None]] = set()
         try:
             consumer.assign(self._partitions())
             for tp in consumer.assignment():
@@ -132,54 +142,65 @@ class CommandListener:
                 batches = await consumer.getmany(timeout_ms=1000)
                 if batches:
                     offsets = {tp: rs[-1].offset + 1 for tp, rs in batches.items()}
-                    task = asyncio.create_task(
-                        self._handle_batch([r for rs in batches.values() for r in rs]))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
+                    batch = self._schedule([r for rs in batches.values() for r in rs])
                     # waits while too many are in flight, unless the committer has stopped
-                    put = asyncio.ensure_future(handled.put((task, offsets)))
+                    put = asyncio.ensure_future(handled.put((batch, offsets)))
                     try:
                         await asyncio.wait([put, committer],
                                            return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         put.cancel()  # (no-op once it is done)
             await committer  # it stopped: raise what stopped it
-        finally:
-            # stopping, or the broker went away: what was not committed comes again (and
-            # the replay guard refuses what was accepted already)
-            committer.cancel()
-            for task in in_flight:
+        except asyncio.CancelledError:
+            for task in self._in_flight:
                 task.cancel()
-            await asyncio.gather(committer, *in_flight, return_exceptions=True)
+            raise
+        finally:
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
             await consumer.stop()
 
     @staticmethod
     async def _commit_in_order(consumer: AIOKafkaConsumer, handled: asyncio.Queue[
-            tuple[asyncio.Task[None], dict[TopicPartition, int]]]) -> None:
+            tuple[asyncio.Future[Any], dict[TopicPartition, int]]]) -> None:
         """Commit each batch's offsets once its handling is done, in the order fetched."""
         while True:
-            task, offsets = await handled.get()
-            await task
+            batch, offsets = await handled.get()
+            await asyncio.shield(batch)  # stopping the committer must not cut a batch short
             await consumer.commit(offsets)
 
-    async def _handle_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """Each server's commands in the order they came; different servers' side by side
-        (at most :data:`MAX_SERVERS_AT_ONCE`), so a simulator's ACK for one server does not
-        wait for the broker to take another server's ACK. A real agent has one server.
-        Batches are handled concurrently: a server's turn (a FIFO lock taken when the batch
-        starts, before any await) keeps its commands in order across batches."""
-        by_server: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
+    def _schedule(self, records: list[ConsumerRecord[bytes, bytes]]) -> asyncio.Future[Any]:
+        """Start handling ``records``: each server's commands in the order they came, after
+        that server's earlier ones (its tasks are chained here, synchronously, in fetch
+        order); different servers' side by side (at most :data:`MAX_SERVERS_AT_ONCE`), so a
+        simulator's ACK for one server does not wait for the broker to take another
+        server's ACK. A real agent has one server. Records of other servers (a shared
+        partition) are skipped. Returns a future done when all of them are handled."""
+        by_server: dict[bytes, list[ConsumerRecord[bytes, bytes]]] = {}
         for record in records:
             if record.key is not None and record.key.decode(errors="replace") in self.servers:
-                by_server.setdefault(record.key, []).append(record)  # others': not ours
+                by_server.setdefault(record.key, []).append(record)
+        parts = []
+        for key, server_records in by_server.items():
+            task = asyncio.create_task(self._in_turn(self._tails.get(key), server_records))
+            self._tails[key] = task  # at most one per server of ours
+            self._in_flight.add(task)
+            task.add_done_callback(functools.partial(self._done, key))
+            parts.append(task)
+        return asyncio.gather(*parts)
 
-        async def in_order(key: bytes | None,
-                           server_records: list[ConsumerRecord[bytes, bytes]]) -> None:
-            async with self._turns.setdefault(key, asyncio.Lock()), self._slots:
-                for record in server_records:
-                    await self._handle(record.key, record.value)
+    async def _in_turn(self, before: asyncio.Task[None] | None,
+                       records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # its own outcome; being cancelled never cancels it
+        async with self._slots:
+            for record in records:
+                await self._handle(record.key, record.value)
 
-        await asyncio.gather(*(in_order(k, rs) for k, rs in by_server.items()))
+    def _done(self, key: bytes, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._tails.get(key) is task:
+            del self._tails[key]
 
     async def _handle(self, key: bytes | None, value: bytes | None) -> None:
         server_id = key.decode(errors="replace") if key else ""

@@ -47,6 +47,7 @@ from typing import IO, Any
 
 import httpx
 import orjson
+from aiokafka.errors import KafkaError
 from rich.progress import Progress
 
 from fleetdeck.bench.common import CpuMeter, console, percentile
@@ -74,6 +75,8 @@ class Run:
     first_error: str = ""
 
 
+#: longest the per-stage figures may take to read back from the broker after the run
+LOG_TIMES_TIMEOUT_S = 60.0
 #: the two driver processes: simulated servers' samples, and the command side for all of them
 ROLES = ("samples", "commands")
 
@@ -93,10 +96,12 @@ async def measure(endpoints: Endpoints, agents: int, commands: int, *,
     seconds = WAIT_KNOWN_S + WAIT_LISTENER_S + commands / rate + drain_s + 30
     logs = {role: tempfile.TemporaryFile() for role in ROLES}
     started_ms = int(time.time() * 1000)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     with tempfile.TemporaryDirectory(prefix="fleetdeck-bench-agents-") as state:
-        procs = {role: _driver(endpoints, agents, seconds, tenant, Path(state) / role,
-                               control_key, logs[role], role) for role in ROLES}
         try:
+            for role in ROLES:
+                procs[role] = _driver(endpoints, agents, seconds, tenant, Path(state) / role,
+                                      control_key, logs[role], role)
             # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so no POST
             # goes out on a connection the server is closing (it would count as an error).
             limits = httpx.Limits(max_connections=concurrency + 4, keepalive_expiry=2.0)
@@ -105,7 +110,7 @@ async def measure(endpoints: Endpoints, agents: int, commands: int, *,
                 opened = asyncio.Event()
                 reader = asyncio.create_task(_read(client, run, opened))
                 try:
-                    await _prepare(client, list(procs.values()), ids, run, opened)
+                    await _prepare(client, procs, ids, run, opened)
                     meter = CpuMeter({**(pids or {}), "agents": procs["samples"].pid,
                                       "agent-commands": procs["commands"].pid,
                                       "bench-client": os.getpid()})
@@ -118,10 +123,20 @@ async def measure(endpoints: Endpoints, agents: int, commands: int, *,
                     await asyncio.gather(reader, return_exceptions=True)
                 missed = await _recorded_unseen(client, run)
             if endpoints.kafka:
-                await _read_log_times(endpoints.kafka, started_ms, run)
+                try:
+                    async with asyncio.timeout(LOG_TIMES_TIMEOUT_S):
+                        await _read_log_times(endpoints.kafka, started_ms, run)
+                except (TimeoutError, KafkaError, OSError) as exc:  # the rest stands
+                    console.print(f"no per-stage figures: cannot read the log's times ({exc!r})")
         finally:
-            totals = {k: v for role, proc in procs.items()
-                      for k, v in _stop(proc, logs[role]).items()}
+            totals = {}
+            for role, proc in procs.items():
+                try:
+                    totals.update(_stop(role, proc, logs[role]))
+                except (OSError, subprocess.SubprocessError) as exc:  # stop the others
+                    console.print(f"cannot stop the agents' {role} driver: {exc!r}")
+            for log in logs.values():
+                log.close()
     return _result(run, missed, totals, agents, commands, rate, concurrency, cpu)
 
 
@@ -137,8 +152,8 @@ def _driver(endpoints: Endpoints, agents: int, seconds: float, tenant: str, stat
         stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def _stop(proc: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, Any]:
-    """Stop the driver (it sends what it spooled) and return its totals line."""
+def _stop(role: str, proc: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, Any]:
+    """Stop the ``role`` driver (it sends what it spooled) and return its totals line."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
@@ -148,15 +163,16 @@ def _stop(proc: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, Any]:
         proc.wait(10)
     log.seek(0)
     text = log.read().decode(errors="replace")
-    log.close()
     for line in reversed(text.splitlines()):
         if line.startswith('{"driver"'):
             return dict(json.loads(line))
-    console.print(f"the agents' driver left no totals; its output ends with:\n{text[-2000:]}")
+    console.print(f"the agents' {role} driver left no totals; its output ends with:\n"
+                  f"{text[-2000:]}")
     return {}
 
 
-async def _prepare(client: httpx.AsyncClient, procs: list[subprocess.Popen[bytes]], ids: list[str],
+async def _prepare(client: httpx.AsyncClient, procs: dict[str, subprocess.Popen[bytes]],
+                   ids: list[str],
                    run: Run, opened: asyncio.Event) -> None:
     """Wait for the SSE stream, for the API to know every server, and for the agents'
     listener to ACK a probe (the listener starts at the end of the topic: anything sent
@@ -187,10 +203,11 @@ async def _prepare(client: httpx.AsyncClient, procs: list[subprocess.Popen[bytes
                        f"({probe.errors} refused; first: {probe.first_error or 'none'})")
 
 
-def _alive(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
+def _alive(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for role, proc in procs.items():
         if proc.poll() is not None:
-            raise RuntimeError(f"an agents' driver exited early with {proc.returncode}")
+            raise RuntimeError(f"the agents' {role} driver exited early with "
+                               f"{proc.returncode}; see its output above")
 
 
 async def _known(client: httpx.AsyncClient, ids: list[str]) -> int:
@@ -297,7 +314,6 @@ async def _read_log_times(kafka: str, since_ms: int, run: Run) -> None:
     ``fd.command-events`` (the records' producer timestamps), for the per-stage figures."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from schemas.commands import EventKind
     from schemas.topics import COMMAND_EVENTS, COMMANDS
 
     for topic, into in ((COMMANDS, run.on_log), (COMMAND_EVENTS, run.ack_on_log)):
@@ -312,19 +328,29 @@ async def _read_log_times(kafka: str, since_ms: int, run: Run) -> None:
                 found = starts.get(tp)
                 consumer.seek(tp, found.offset if found else ends[tp])
             while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                batches = await consumer.getmany(timeout_ms=2000)
+                if not batches:
+                    break  # nothing more arrives (a gap before the end offset)
+                for records in batches.values():
                     for record in records:
-                        data = orjson.loads(record.value or b"{}")
-                        if topic is COMMANDS:
-                            command_id = orjson.loads(data.get("command", "{}")).get("id")
-                        elif data.get("kind") == EventKind.ACKED:
-                            command_id = data.get("command_id")
-                        else:
-                            continue
+                        command_id = _command_id(topic is COMMANDS, record.value)
                         if command_id in run.created:
                             into.setdefault(command_id, record.timestamp / 1000)
         finally:
             await consumer.stop()
+
+
+def _command_id(signed: bool, value: bytes | None) -> str | None:
+    """The command id of a signed command, or of an ACK event (None: anything else)."""
+    from schemas.commands import EventKind
+
+    try:
+        data = orjson.loads(value or b"{}")
+        if signed:
+            return str(orjson.loads(data["command"])["id"])
+        return str(data["command_id"]) if data.get("kind") == EventKind.ACKED else None
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None  # not one of ours
 
 
 def _stages(run: Run, seen: set[str]) -> dict[str, dict[str, float]]:
@@ -383,9 +409,10 @@ async def _drive(agents: int, seconds: float, role: str) -> None:
     if role == "samples":
         agent = Agent(settings, sims)
         sampling = asyncio.create_task(agent.run(seconds))
-        await asyncio.wait([sampling, asyncio.create_task(stop.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
-        sampling.cancel()
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([sampling, stopped], return_when=asyncio.FIRST_COMPLETED)
+        for task in (sampling, stopped):
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampling
         await agent.flush(5)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 
-from fleetdeck.bench.dispatch import Run, _stages
+import orjson
+
+from fleetdeck.bench.dispatch import Run, _command_id, _stages
 
 API = "api: created -> command on the log"
 AGENT = "agent: command on the log -> ACK on the log"
@@ -55,3 +57,13 @@ def test_no_complete_command_gives_no_figures() -> None:
     _command(run, "a", 1.0, 0.01)
     stages = _stages(run, {"a"})
     assert all(math.isnan(v) for stage in stages.values() for v in stage.values())
+
+
+def test_command_ids_are_read_from_signed_commands_and_acks_only() -> None:
+    signed = orjson.dumps({"command": orjson.dumps({"id": "c1"}).decode(), "signature": "s"})
+    assert _command_id(True, signed) == "c1"
+    assert _command_id(False, orjson.dumps({"kind": "acked", "command_id": "c1"})) == "c1"
+    assert _command_id(False, orjson.dumps({"kind": "running", "command_id": "c1"})) is None
+    for junk in (b"not json", b"[]", b'{"command": "{}"}', None, b'"text"'):
+        assert _command_id(True, junk) is None
+        assert _command_id(False, junk) is None

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from agent.commands import CommandListener
 from connectors.kafka import KafkaSettings
@@ -38,27 +40,91 @@ def _listener(handled: list[bytes], slow: dict[bytes, float]) -> CommandListener
 async def test_a_servers_commands_keep_their_order_across_batches() -> None:
     handled: list[bytes] = []
     listener = _listener(handled, slow={b"s1-first": 0.1})
-    first = asyncio.create_task(listener._handle_batch(
-        [_record(b"s1", b"s1-first"), _record(b"s2", b"s2-only")]))
-    second = asyncio.create_task(listener._handle_batch([_record(b"s1", b"s1-second")]))
-    await asyncio.gather(first, second)
+    first = listener._schedule([_record(b"s1", b"s1-first"), _record(b"s2", b"s2-only")])
+    second = listener._schedule([_record(b"s1", b"s1-second")])
+    async with asyncio.timeout(5):
+        await asyncio.gather(first, second)
     # s2 did not wait for s1's slow command; s1's second command waited for its first
     assert handled == [b"s2-only", b"s1-first", b"s1-second"]
+    assert not listener._tails and not listener._in_flight  # nothing kept once done
 
 
 async def test_commands_for_other_servers_are_skipped() -> None:
     handled: list[bytes] = []
     listener = _listener(handled, slow={})
-    await listener._handle_batch([_record(b"elsewhere", b"x"), _record(b"s2", b"mine")])
+    async with asyncio.timeout(5):
+        await listener._schedule([_record(b"elsewhere", b"x"), _record(b"s2", b"mine")])
     assert handled == [b"mine"]
 
 
 class _Consumer:
-    def __init__(self) -> None:
+    """Hands out the given batches, then nothing; ``commit`` raises ``fail`` if set."""
+
+    def __init__(self, batches: list[list[ConsumerRecord[bytes, bytes]]] | None = None,
+                 fail: Exception | None = None) -> None:
+        self.batches = list(batches or [])
+        self.fail = fail
         self.commits: list[dict[TopicPartition, int]] = []
+        self.stopped = False
+
+    async def start(self) -> None:
+        return None
+
+    def assign(self, parts: list[TopicPartition]) -> None:
+        self.parts = parts
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.parts)
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 0
+
+    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, Any]:
+        if self.batches:
+            return {TP: self.batches.pop(0)}
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.fail is not None:
+            raise self.fail
         self.commits.append(offsets)
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_broker_failure_lets_the_batches_handed_over_finish() -> None:
+    """Cut off between being remembered and its ACK, a command would never run: its
+    redelivery is refused as a replay. So a failure stops fetching, not handling."""
+    handled: list[bytes] = []
+    listener = _listener(handled, slow={b"a": 0.2, b"b": 0.2})
+    consumer = _Consumer([[_record(b"s1", b"a", 0)], [_record(b"s2", b"b", 1)]],
+                         fail=KafkaConnectionError())
+    listener._consumer = lambda: consumer  # type: ignore[assignment, method-assign]
+    async with asyncio.timeout(5):
+        with pytest.raises(KafkaConnectionError):
+            await listener._consume()
+        assert consumer.stopped and consumer.commits == []
+        while listener._in_flight:
+            await asyncio.sleep(0.01)
+    assert sorted(handled) == [b"a", b"b"]
+
+
+async def test_stopping_the_listener_cancels_what_it_handed_over() -> None:
+    handled: list[bytes] = []
+    listener = _listener(handled, slow={b"a": 30})
+    consumer = _Consumer([[_record(b"s1", b"a", 0)]])
+    listener._consumer = lambda: consumer  # type: ignore[assignment, method-assign]
+    consuming = asyncio.create_task(listener._consume())
+    async with asyncio.timeout(5):
+        while not listener._in_flight:
+            await asyncio.sleep(0.01)
+        consuming.cancel()
+        await asyncio.gather(consuming, return_exceptions=True)
+        while listener._in_flight:
+            await asyncio.sleep(0.01)
+    assert consumer.stopped and handled == [] and consumer.commits == []
 
 
 async def test_offsets_are_committed_in_fetch_order_once_each_batch_is_done() -> None:
@@ -79,10 +145,9 @@ async def test_offsets_are_committed_in_fetch_order_once_each_batch_is_done() ->
     await asyncio.sleep(0.05)
     assert consumer.commits == []  # the later batch is done, the earlier one is not
     slow_done.set()
-    for _ in range(100):
-        if len(consumer.commits) == 2:
-            break
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        while len(consumer.commits) < 2:
+            await asyncio.sleep(0.01)
     committer.cancel()
     await asyncio.gather(committer, return_exceptions=True)
     assert consumer.commits == [{TP: 1}, {TP: 2}]
