@@ -2,9 +2,10 @@
 
 :func:`check` is the gate (signature, binding, expiry, replay), plain and synchronous.
 :class:`ReplayGuard` remembers every command id the agent accepted until the command could no
-longer be valid anyway, on disk (fsync'd before the ACK), so a command redelivered after a
-crash or a restart is refused: at most once per agent. :class:`Executor` ACKs first, then
-runs the handler under its timeout, reporting running/progress/result through ``emit``.
+longer be valid anyway, on disk (fsync'd before the command runs), so a command redelivered
+after a crash or a restart is refused: at most once per agent. :class:`Executor` ACKs first
+(while the id is written), then runs the handler under its timeout, reporting
+running/progress/result through ``emit``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def claimed_id(signed: SignedCommand) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Fetch a background future's outcome so a failure is logged, not left unretrieved."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a replay-guard write failed: %s", future.exception())
 
 
 class ReplayGuard:
@@ -248,9 +255,25 @@ class Executor:
         except Rejected as exc:
             await self._reject(signed, tenant, server_id, str(exc))
             return
-        await self.replay.remember(command)  # durable before the ACK: never run twice
-        await self._report(command, EventKind.ACKED, "verified")
-        self.counts["acked"] += 1
+        # The id is seen at once (a second delivery is refused from here on) and must be on
+        # disk before the command runs, so it never runs twice; the ACK need not wait for
+        # the disk. Cut off after the ACK and before the write, the agent gets the command
+        # again (its offset was not committed), ACKs it again and runs it once.
+        remembered = asyncio.ensure_future(self.replay.remember(command))
+        try:
+            await self._report(command, EventKind.ACKED, "verified")
+            self.counts["acked"] += 1
+            await remembered
+        except (OSError, ValueError) as exc:
+            log.error("command %s not run: cannot record it as accepted: %s", command.id, exc)
+            self.counts["failed"] += 1
+            await self._report(command, EventKind.FAILED,
+                               f"not run: the agent cannot record it as accepted ({exc})"[:2000],
+                               seq=1)
+            return
+        finally:
+            if not remembered.done():  # we are being cancelled: the write finishes on its own
+                remembered.add_done_callback(_retrieve)
         task = asyncio.create_task(self._run(command), name=f"command-{command.id}")
         self.running[command.id] = task
         task.add_done_callback(lambda _t: self.running.pop(command.id, None))

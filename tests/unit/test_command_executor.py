@@ -217,6 +217,53 @@ async def test_executor_acks_before_running_and_reports_the_result() -> None:
     assert [e.agent_seq for e in rec.events] == [0, 1, 2]
 
 
+class SlowDisk(ReplayGuard):
+    """A replay guard whose disk write waits for ``written`` (or fails with ``error``)."""
+
+    def __init__(self, error: OSError | None = None) -> None:
+        super().__init__(None)
+        self.written = asyncio.Event()
+        self.error = error
+
+    async def remember(self, command: Command) -> None:
+        await super().remember(command)  # seen at once
+        await self.written.wait()
+        if self.error is not None:
+            raise self.error
+
+
+async def test_the_ack_does_not_wait_for_the_disk_but_the_run_does() -> None:
+    rec = Recorder()
+    guard = SlowDisk()
+    ex = Executor(KEYS, guard, rec)
+    cmd = command(issued_at=datetime.now(UTC), expires_at=datetime.now(UTC) + timedelta(minutes=1))
+    receiving = asyncio.create_task(ex.receive(signed(cmd), tenant="acme", server_id="web-1"))
+    async with asyncio.timeout(5):
+        while not rec.events:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert rec.kinds(cmd.id) == ["acked"] and not ex.running  # not run before it is on disk
+    await run_one(ex, signed(cmd))  # a second delivery meanwhile: refused, not run
+    assert rec.kinds(cmd.id) == ["acked", "rejected"]
+    guard.written.set()
+    async with asyncio.timeout(5):
+        await receiving
+        await asyncio.gather(*ex.running.values())
+    assert rec.kinds(cmd.id) == ["acked", "rejected", "running", "succeeded"]
+
+
+async def test_a_command_the_agent_cannot_record_is_failed_not_run() -> None:
+    rec = Recorder()
+    guard = SlowDisk(OSError(28, "No space left on device"))
+    guard.written.set()
+    ex = Executor(KEYS, guard, rec)
+    cmd = command(issued_at=datetime.now(UTC), expires_at=datetime.now(UTC) + timedelta(minutes=1))
+    await run_one(ex, signed(cmd))
+    assert rec.kinds(cmd.id) == ["acked", "failed"]
+    assert "cannot record it as accepted" in rec.events[-1].message
+    assert ex.counts["succeeded"] == 0 and ex.counts["failed"] == 1
+
+
 async def test_a_second_delivery_is_rejected_not_run_again() -> None:
     rec = Recorder()
     ex = Executor(KEYS, ReplayGuard(None), rec)
