@@ -99,6 +99,21 @@ def build_query(q: SeriesQuery) -> str:
 _METRIC_TO_CHANNEL = {c.metric: c for c in CHANNELS.values()}
 
 
+def _numbers(texts: list[str]) -> list[float]:
+    """VictoriaMetrics' value strings as numbers. orjson parses them together, in C (float()
+    on each took a third of this module's time for a 1 h range); when one is not a JSON number
+    (NaN, ±Inf) or the text does not come apart into exactly one number per value, each is
+    parsed on its own."""
+    try:
+        numbers = orjson.loads("[" + ",".join(texts) + "]")
+    except orjson.JSONDecodeError:
+        numbers = None
+    if numbers is None or len(numbers) != len(texts) \
+            or not all(type(n) is float or type(n) is int for n in numbers):
+        return [float(t) for t in texts]
+    return numbers  # type: ignore[no-any-return]
+
+
 def reshape(q: SeriesQuery, body: bytes) -> dict[str, Any]:
     """VictoriaMetrics' matrix JSON as per-series columns (timestamps, values)."""
     result = orjson.loads(body)["data"]["result"]
@@ -110,9 +125,10 @@ def reshape(q: SeriesQuery, body: bytes) -> dict[str, Any]:
             continue
         labels.pop("server", None)
         labels.pop("tenant", None)
-        stamps, values = zip(*item["values"], strict=True) if item["values"] else ((), ())
+        points = item["values"]
         series.append({"channel": channel.name, "labels": labels, "unit": channel.unit,
-                       "timestamps": list(stamps), "values": list(map(float, values))})
+                       "timestamps": [p[0] for p in points],
+                       "values": _numbers([p[1] for p in points])})
     series.sort(key=lambda s: (q.channels.index(s["channel"]), sorted(s["labels"].items())))
     return {"server_id": q.server_id, "range": f"{q.range_s}s", "step_s": q.step_s,
             "start": q.start, "end": q.end, "series": series}

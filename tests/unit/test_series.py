@@ -1,3 +1,5 @@
+import math
+
 import orjson
 import pytest
 
@@ -53,3 +55,19 @@ def test_reshape_to_columns_in_requested_order() -> None:
     assert out["series"][1] == {"channel": "cpu.total", "labels": {}, "unit": "%",
                                 "timestamps": [1, 2], "values": [1.5, 2.0]}
     assert (out["start"], out["end"], out["step_s"]) == (-2600.0, 1000.0, 5)
+
+
+def test_values_not_json_numbers_are_parsed_one_by_one() -> None:
+    q = series.SeriesQuery("s1", "t", ("cpu.total",), 3600, 5, 1000.0)
+    for texts, expected in [(["1e+06", "-2.5", "0"], [1e6, -2.5, 0]),
+                            (["1", "NaN"], [1.0, math.nan]),
+                            (["+Inf", "-Inf"], [float("inf"), float("-inf")])]:
+        body = orjson.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+            {"metric": {"__name__": "fd_cpu_total", "server": "s1", "tenant": "t"},
+             "values": [[i, t] for i, t in enumerate(texts)]}]}})
+        [out] = series.reshape(q, body)["series"]
+        assert out["timestamps"] == list(range(len(texts)))
+        values = out["values"]
+        assert len(values) == len(expected)
+        for got, want in zip(values, expected, strict=True):
+            assert got == want or (math.isnan(got) and math.isnan(want)), texts
