@@ -172,6 +172,30 @@ class CommandStore(StoreBase):
 
         return await self._write("update commands", work)
 
+    async def change_commands(
+            self, command_ids: Sequence[str],
+            plan: Callable[[dict[str, CommandRecord]],
+                           Sequence[tuple[CommandRecord, str, datetime | None]]],
+    ) -> tuple[dict[str, CommandRecord], list[bool]]:
+        """Read the stored commands among ``command_ids``, let ``plan`` (plain logic, no I/O:
+        on SQLite it runs on the writer thread) turn them into changes (record,
+        expect_status, deadline_at), and compare-and-set those: one round trip to the
+        database, where :meth:`get_commands` then :meth:`update_commands` took two. The
+        read is not locked; the compare-and-set on the status is what keeps a change that
+        raced another writer out. Returns the records read and, per change, whether it was
+        stored."""
+        if not command_ids:
+            return {}, []
+        query = select(CommandRow.data).where(CommandRow.id.in_(list(command_ids)))
+
+        def work(conn: Connection) -> tuple[dict[str, CommandRecord], list[bool]]:
+            records = _load_valid(CommandRecord, conn.execute(query).scalars())
+            stored = {r.command.id: r for r in records}
+            return stored, [bool(conn.execute(self._cas(*change)).rowcount)
+                            for change in plan(stored)]
+
+        return await self._write("change commands", work)
+
     def _cas(self, record: CommandRecord, expect_status: str,
              deadline_at: datetime | None) -> Any:
         cmd = record.command

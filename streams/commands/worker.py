@@ -75,9 +75,9 @@ class CommandTracker:
         SQLError (database unreachable) propagates: the batch comes again.
 
         The reports of one command in a batch (an ACK with its running and result, say) are
-        applied together, and the batch's commands are read with one query and written with
-        one transaction of compare-and-sets (one write lock per batch: SQLite's busy handler
-        sleeps up to 100 ms per retry when the UI and the workers take turns at the lock).
+        applied together, and the batch's commands are read and written by compare-and-set in
+        one round trip to the store (one write lock per batch: SQLite's busy handler sleeps
+        up to 100 ms per retry when the UI and the workers take turns at the lock).
         A command whose compare-and-set fails (moved by someone else meanwhile) is read and
         applied again on its own. Every step is published, in order, once the write holding
         it has succeeded."""
@@ -92,18 +92,23 @@ class CommandTracker:
                 continue
             by_command.setdefault(event.command_id, []).append(event)
         changed: list[CommandRecord] = []
-        stored = await self.sql.get_commands(list(by_command))
         planned: list[tuple[CommandRecord, list[CommandRecord]]] = []
-        for command_id, events in by_command.items():
-            record = stored.get(command_id)
-            if record is None:
-                self.ignored += len(events)  # not ours (forged or from a wiped store)
-                continue
-            steps = self._steps(record, events)
-            if steps:
-                planned.append((record, steps))
-        written = await self.sql.update_commands(
-            [(steps[-1], str(old.status), self._deadline(steps[-1])) for old, steps in planned])
+
+        def plan(stored: dict[str, CommandRecord]
+                 ) -> list[tuple[CommandRecord, str, datetime | None]]:
+            planned.clear()  # (plain logic: on SQLite this runs on the store's writer thread)
+            for command_id, events in by_command.items():
+                record = stored.get(command_id)
+                if record is not None:
+                    steps = self._steps(record, events)
+                    if steps:
+                        planned.append((record, steps))
+            return [(steps[-1], str(old.status), self._deadline(steps[-1]))
+                    for old, steps in planned]
+
+        stored, written = await self.sql.change_commands(list(by_command), plan)
+        # not ours (forged, or from a wiped store)
+        self.ignored += sum(len(e) for i, e in by_command.items() if i not in stored)
         for (old, steps), ok in zip(planned, written, strict=True):
             if ok:
                 changed.extend(steps)

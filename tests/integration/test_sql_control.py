@@ -227,6 +227,33 @@ async def test_batches_of_commands_are_read_and_compared_and_set_together(
     assert await store.update_commands([]) == []
 
 
+async def test_commands_are_read_planned_and_compared_and_set_in_one_call(
+        store: SQLStore) -> None:
+    first, second, third = record(), record(), record()
+    for r in (first, second, third):
+        await store.create_command(r)
+    at = T0 + timedelta(seconds=5)
+    # someone else moves the third first: only its compare-and-set fails
+    assert await store.update_command(
+        third.moved(CommandStatus.ACKED, at, "elsewhere", acked_at=at), expect_status="queued")
+    seen: list[set[str]] = []
+
+    def plan(stored: dict[str, CommandRecord]) -> list[tuple[CommandRecord, str, Any]]:
+        seen.append(set(stored))
+        return [(r.moved(CommandStatus.ACKED, at, "agent acked", acked_at=at), "queued", None)
+                for r in (first, second, third)]
+
+    ids = [first.command.id, second.command.id, third.command.id, "0" * 32]
+    stored, written = await store.change_commands(ids, plan)
+    assert seen == [set(ids[:3])] and set(stored) == set(ids[:3])
+    assert stored[first.command.id] == first  # as read, before the change
+    assert written == [True, True, False]
+    got = await store.get_commands(ids)
+    assert [got[i].status for i in ids[:3]] == [CommandStatus.ACKED] * 3
+    assert got[third.command.id].message == "elsewhere"
+    assert await store.change_commands([], plan) == ({}, [])
+
+
 async def test_the_tracker_stores_a_batch_of_reports_and_audits_finished_commands(
         store: SQLStore) -> None:
     from schemas.commands import CommandEvent, EventKind
