@@ -121,12 +121,17 @@ class ReplayGuard:
     def seen(self, command_id: str) -> bool:
         return command_id in self._until
 
+    def mark(self, command: Command) -> float:
+        """Count the id as seen from now on (in memory); returns until when it is kept."""
+        until = (command.expires_at + MAX_CLOCK_SKEW).timestamp()
+        self._until[command.id] = until
+        return until
+
     async def remember(self, command: Command) -> None:
         """Record the id durably; returns only once it is on disk. The id counts as seen
         at once (a second delivery arriving meanwhile is refused); commands accepted at the
         same moment share one fsync, which runs off the event loop."""
-        until = (command.expires_at + MAX_CLOCK_SKEW).timestamp()
-        self._until[command.id] = until
+        until = self.mark(command)
         if self.path is None:
             return
         self._buffer.append(f"{command.id} {until:.0f}\n")
@@ -259,6 +264,7 @@ class Executor:
         # disk before the command runs, so it never runs twice; the ACK need not wait for
         # the disk. Cut off after the ACK and before the write, the agent gets the command
         # again (its offset was not committed), ACKs it again and runs it once.
+        self.replay.mark(command)  # now, not when the write below first runs
         remembered = asyncio.ensure_future(self.replay.remember(command))
         try:
             await self._report(command, EventKind.ACKED, "verified")
