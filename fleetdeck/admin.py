@@ -11,6 +11,7 @@ import getpass
 import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -61,8 +62,11 @@ def run(work: Callable[[SQLStore], Awaitable[T]]) -> T:
     """Run ``work`` against a migrated store; a store error is one clear line and exit 1."""
     from connectors.sql import SQLError, SQLStore
 
+    settings = AdminSettings().sql
+    _say_where(settings.url)
+
     async def go() -> T:
-        sql = SQLStore(AdminSettings().sql)
+        sql = SQLStore(settings)
         try:
             await sql.migrate()
             return await work(sql)
@@ -74,6 +78,28 @@ def run(work: Callable[[SQLStore], Awaitable[T]]) -> T:
     except SQLError as exc:
         typer.echo(f"fleetdeck: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _say_where(url: str) -> None:
+    """On stderr, which store a command works on when it is a SQLite file this command is
+    about to create: by default that path is relative to the current directory, and a store
+    made by mistake elsewhere holds tokens the running stack does not know."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # the store says what is wrong with it
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") \
+            or database.startswith("file:"):
+        return
+    path = Path(database).resolve()
+    if not path.exists():
+        typer.echo(f"fleetdeck: no store at {path} yet: creating a new, empty one. The running "
+                   "stack's store is FLEETDECK_SQL__URL, or .fleetdeck/fleetdeck.db in the "
+                   "directory it was started from.", err=True)
 
 
 async def audited(sql: SQLStore, tenant: str, action: str, target: str,
@@ -157,7 +183,8 @@ def tokens_create(
     text, record = new_token(tenant, role, name, actor(), ttl)
 
     async def work(sql: SQLStore) -> None:
-        await sql.create_tenant(tenant, tenant)
+        if await sql.create_tenant(tenant, tenant):
+            typer.echo(f"fleetdeck: tenant {tenant!r} did not exist: created", err=True)
         await sql.create_token(record)
         await audited(sql, tenant, "token.create", f"token:{record.id}",
                       {"name": name, "role": str(role)})
@@ -218,7 +245,8 @@ def enroll_create(
     text, record = new_enrollment(tenant, actor(), timedelta(seconds=seconds))
 
     async def work(sql: SQLStore) -> None:
-        await sql.create_tenant(tenant, tenant)
+        if await sql.create_tenant(tenant, tenant):
+            typer.echo(f"fleetdeck: tenant {tenant!r} did not exist: created", err=True)
         await sql.create_enrollment(record)
         await sql.append_audit([AuditEvent(
             tenant=tenant, actor=actor(), action="enrollment.create",

@@ -106,7 +106,7 @@ class Supervisor:
             service.proc = subprocess.Popen(
                 service.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **service.env}, start_new_session=True,
-                preexec_fn=functools.partial(_prepare_child, service.nice))
+                preexec_fn=functools.partial(prepare_child, service.nice))
         except OSError as exc:
             raise StackError(f"cannot start {service.name} ({service.argv[0]}): {exc}") from exc
         finally:
@@ -151,7 +151,7 @@ class Supervisor:
         self.services.clear()
 
 
-def _prepare_child(nice: int) -> None:
+def prepare_child(nice: int) -> None:
     """In the child, before exec: get SIGTERM when the supervisor dies, even by SIGKILL
     (Linux prctl PR_SET_PDEATHSIG), so no process outlives the stack that started it;
     lower the priority of bulk services (storage) so the live path keeps its latency."""

@@ -85,6 +85,8 @@ def _command(body: CommandBody, principal: Principal) -> Command:
     if body.type not in COMMAND_TYPES:
         raise bad_parameter("type", f"unknown command type {body.type[:40]!r}; known: "
                             f"{', '.join(sorted(COMMAND_TYPES))}")
+    if "type" in body.params and body.params["type"] != body.type:
+        raise bad_parameter("params.type", "leave it out, or give the command's own type")
     now = utcnow()
     try:
         return Command(tenant=principal.tenant, server_id=body.server_id, type=body.type,

@@ -49,7 +49,8 @@ def query(
     """P95 of /api/v1/servers/{id}/series against the same query sent to VictoriaMetrics."""
     from fleetdeck.bench.query import run
 
-    endpoints = common.given(None, ui_url, vm_url, redis_url, redis_prefix, token)
+    endpoints = common.given(None, ui_url, vm_url, redis_url, redis_prefix, token,
+                             broker=False)
     if endpoints is not None:
         common.result(run(endpoints, servers, range_, requests))
         return
@@ -113,22 +114,34 @@ def dispatch(
 ) -> None:
     """Latency from a command accepted by POST /api/v1/commands to its agent's ACK recorded
     by the control plane (seen on /api/v1/commands/stream), with N agents at 1 Hz."""
-    from fleetdeck.bench.dispatch import measure
+    import httpx
 
-    endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix, token)
-    if endpoints is not None:
-        if not token or not control_key:
-            raise typer.BadParameter("a running stack needs --token (operator role or "
-                                     "higher) and --control-key")
-        common.result(asyncio.run(measure(
-            endpoints, agents, commands, rate=rate, concurrency=concurrency, drain_s=drain,
-            tenant=tenant, control_key=control_key)))
-        return
-    with common.embedded(["kafka", "vm", "streams", "ui"], prefix="bench-dispatch:") as stack:
-        pids = {s.name: s.pid for s in stack.supervisor.services if s.pid is not None}
-        common.result(asyncio.run(measure(
-            stack.endpoints, agents, commands, rate=rate, concurrency=concurrency,
-            drain_s=drain, tenant=tenant, pids=pids)))
+    from fleetdeck.bench.dispatch import BenchError, check_control_key, check_tenant, measure
+
+    try:
+        check_tenant(tenant)
+        endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix, token)
+        if endpoints is not None:
+            if not token or not control_key:
+                raise typer.BadParameter("a running stack needs --token (operator role or "
+                                         "higher) and --control-key")
+            check_control_key(control_key)
+    except ValueError as exc:  # typer.BadParameter is one
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        if endpoints is not None:
+            common.result(asyncio.run(measure(
+                endpoints, agents, commands, rate=rate, concurrency=concurrency,
+                drain_s=drain, tenant=tenant, control_key=control_key or "")))
+            return
+        with common.embedded(["kafka", "vm", "streams", "ui"], prefix="bench-dispatch:") as stack:
+            pids = {s.name: s.pid for s in stack.supervisor.services if s.pid is not None}
+            common.result(asyncio.run(measure(
+                stack.endpoints, agents, commands, rate=rate, concurrency=concurrency,
+                drain_s=drain, tenant=tenant, pids=pids)))
+    except (BenchError, httpx.HTTPError) as exc:
+        common.console.print(f"bench dispatch: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:

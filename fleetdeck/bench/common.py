@@ -110,12 +110,23 @@ def _drop_keys(endpoints: Endpoints) -> None:
 
 
 def given(kafka: str | None, ui_url: str | None, vm_url: str | None, redis_url: str | None,
-          prefix: str, token: str | None = None) -> Endpoints | None:
-    """Endpoints of running services when the user named them all, else None."""
-    if ui_url and (kafka or vm_url) and redis_url:
-        return Endpoints(kafka=kafka or "", vm_url=vm_url or "", redis_url=redis_url,
-                         redis_prefix=prefix, ui_url=ui_url, api_token=token or "")
-    return None
+          prefix: str, token: str | None = None, *, broker: bool = True) -> Endpoints | None:
+    """Endpoints of running services when the user named them all; None when they named
+    none (the bench starts the embedded stack). Some but not all is a usage error: measuring
+    the embedded stack instead would look like a measurement of theirs. ``broker``: the
+    bench needs the broker (``--kafka``), else VictoriaMetrics (``--vm-url``)."""
+    import typer
+
+    store = ("--kafka", kafka) if broker else ("--vm-url", vm_url)
+    named = dict([("--ui-url", ui_url), ("--redis-url", redis_url), store])
+    if not any(named.values()) and not token:
+        return None
+    missing = [name for name, value in named.items() if not value]
+    if missing:
+        raise typer.BadParameter(f"a running stack needs {', '.join(missing)} as well (or "
+                                 "none of the service options, to measure the embedded stack)")
+    return Endpoints(kafka=kafka or "", vm_url=vm_url or "", redis_url=redis_url or "",
+                     redis_prefix=prefix, ui_url=ui_url or "", api_token=token or "")
 
 
 async def api_token(sql_url: str, tenant: str, role: str, name: str) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -51,6 +52,7 @@ from aiokafka.errors import KafkaError
 from rich.progress import Progress
 
 from fleetdeck.bench.common import CpuMeter, console, percentile
+from fleetdeck.procs import prepare_child
 from fleetdeck.stack import Endpoints
 
 #: statuses that show the control plane recorded the agent's ACK (a lost ACK is implied by
@@ -79,6 +81,33 @@ class Run:
 LOG_TIMES_TIMEOUT_S = 60.0
 #: the two driver processes: simulated servers' samples, and the command side for all of them
 ROLES = ("samples", "commands")
+
+
+class BenchError(Exception):
+    """The bench cannot go on (a service unreachable, a driver gone): said in one line."""
+
+
+def check_tenant(tenant: str) -> None:
+    """ValueError unless ``tenant`` is a valid tenant id."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from schemas.envelope import TenantId
+
+    try:
+        TypeAdapter(TenantId).validate_python(tenant)
+    except ValidationError:
+        raise ValueError(f"--tenant {tenant!r} is not a tenant id (up to 128 letters, "
+                         "digits and . _ : -, starting with a letter or digit)") from None
+
+
+def check_control_key(path: str) -> None:
+    """ValueError unless ``path`` holds the control plane's Ed25519 public key (PEM)."""
+    from connectors.keystore import KeyStoreError, load_public
+
+    try:
+        load_public(Path(path).read_bytes())
+    except (OSError, KeyStoreError) as exc:
+        raise ValueError(f"--control-key {path}: {exc}") from None
 
 
 def server_ids(agents: int) -> list[str]:
@@ -110,7 +139,7 @@ async def measure(endpoints: Endpoints, agents: int, commands: int, *,
                 opened = asyncio.Event()
                 reader = asyncio.create_task(_read(client, run, opened))
                 try:
-                    await _prepare(client, procs, ids, run, opened)
+                    await _prepare(client, procs, ids, run, opened, reader)
                     meter = CpuMeter({**(pids or {}), "agents": procs["samples"].pid,
                                       "agent-commands": procs["commands"].pid,
                                       "bench-client": os.getpid()})
@@ -149,7 +178,8 @@ def _driver(endpoints: Endpoints, agents: int, seconds: float, tenant: str, stat
     return subprocess.Popen(
         [sys.executable, "-m", "fleetdeck.bench.dispatch", "--agents", str(agents),
          "--seconds", f"{seconds:.0f}", "--role", role],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+        preexec_fn=functools.partial(prepare_child, 0))  # dies with this process
 
 
 def _stop(role: str, proc: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str, Any]:
@@ -166,29 +196,41 @@ def _stop(role: str, proc: subprocess.Popen[bytes], log: IO[bytes]) -> dict[str,
     for line in reversed(text.splitlines()):
         if line.startswith('{"driver"'):
             return dict(json.loads(line))
-    console.print(f"the agents' {role} driver left no totals; its output ends with:\n"
-                  f"{text[-2000:]}")
+    if text.strip():
+        console.print(f"the agents' {role} driver left no totals; its output ends with:\n"
+                      f"{text[-2000:]}", markup=False)
     return {}
 
 
 async def _prepare(client: httpx.AsyncClient, procs: dict[str, subprocess.Popen[bytes]],
-                   ids: list[str],
-                   run: Run, opened: asyncio.Event) -> None:
+                   ids: list[str], run: Run, opened: asyncio.Event,
+                   reader: asyncio.Task[None]) -> None:
     """Wait for the SSE stream, for the API to know every server, and for the agents'
     listener to ACK a probe (the listener starts at the end of the topic: anything sent
     before it has its position would never reach it)."""
+    known = 0
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"waiting for the API to know {len(ids)} servers",
                                  total=len(ids))
-        async with asyncio.timeout(WAIT_KNOWN_S):
-            await opened.wait()
-            while True:
-                _alive(procs)
-                known = await _known(client, ids)
-                progress.update(task, completed=known)
-                if known == len(ids):
-                    break
-                await asyncio.sleep(1.0)
+        try:
+            async with asyncio.timeout(WAIT_KNOWN_S):
+                while not opened.is_set():  # the stream is open, or why not
+                    _alive(procs)
+                    if reader.done():
+                        error = reader.exception()
+                        url = f"{str(client.base_url).rstrip('/')}/api/v1/commands/stream"
+                        raise BenchError(f"cannot read {url}: {error!r}")
+                    await asyncio.sleep(0.2)
+                while True:
+                    _alive(procs)
+                    known = await _known(client, ids)
+                    progress.update(task, completed=known)
+                    if known == len(ids):
+                        break
+                    await asyncio.sleep(1.0)
+        except TimeoutError:
+            raise BenchError(f"the API knew {known} of the {len(ids)} servers after "
+                             f"{WAIT_KNOWN_S:.0f} s") from None
     probe = Run()
     with console.status("waiting for the agents' command listener…"):
         deadline = time.monotonic() + WAIT_LISTENER_S
@@ -199,20 +241,21 @@ async def _prepare(client: httpx.AsyncClient, procs: dict[str, subprocess.Popen[
                 if probe.created.keys() & run.acked_seen.keys():
                     return
                 await asyncio.sleep(0.1)
-    raise RuntimeError(f"no ACK of a probe command within {WAIT_LISTENER_S:.0f} s "
+    raise BenchError(f"no ACK of a probe command within {WAIT_LISTENER_S:.0f} s "
                        f"({probe.errors} refused; first: {probe.first_error or 'none'})")
 
 
 def _alive(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     for role, proc in procs.items():
         if proc.poll() is not None:
-            raise RuntimeError(f"the agents' {role} driver exited early with "
+            raise BenchError(f"the agents' {role} driver exited early with "
                                f"{proc.returncode}; see its output above")
 
 
 async def _known(client: httpx.AsyncClient, ids: list[str]) -> int:
     resp = await client.get("/api/v1/servers")
-    resp.raise_for_status()
+    if resp.status_code != 200:
+        raise BenchError(f"GET /api/v1/servers answered {resp.status_code}: {resp.text[:200]}")
     seen = {s["server_id"] for s in resp.json()["servers"]}
     return len(seen.intersection(ids))
 

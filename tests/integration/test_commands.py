@@ -149,6 +149,7 @@ async def test_bad_requests_get_clear_errors(api: httpx.AsyncClient, anon: httpx
         (await send(api, operator, server, params={"payload": "x", "rm": "-rf"}), 400,
          "params.PING.rm"),
         (await send(api, operator, server, surprise=1), 400, "surprise"),
+        (await send(api, operator, server, params={"type": "FILE_LIST"}), 400, "params.type"),
         (await send(api, operator, "no-such-server"), 404, "no server"),
         (await api.get("/api/v1/commands/xyz", headers=bearer(operator)), 400, "command id"),
         (await api.get("/api/v1/commands", headers=bearer("fdt_nope_nope")), 401, "unknown"),
