@@ -272,7 +272,7 @@ async def ack(request: Request) -> Response:
             comment: {type: string}, expires_s: {type: number}}}
     responses:
       202: {description: accepted; the change arrives on /api/v1/alerts/stream}
-      400: {description: bad field, named}
+      400: {description: "bad field, named"}
       404: {description: unknown alert}
       409: {description: the alert is not firing}
     """
@@ -299,7 +299,7 @@ async def unack(request: Request) -> Response:
     summary: Withdraw an acknowledgement (operator; comment required).
     responses:
       202: {description: accepted}
-      400: {description: bad field, named}
+      400: {description: "bad field, named"}
       404: {description: unknown alert}
       409: {description: the alert is not acknowledged}
     """
@@ -338,7 +338,7 @@ async def server_alert_events(request: Request) -> Response:
       - {name: range, in: query, description: "15m, 1h, 6h, 24h", schema: {type: string}}
     responses:
       200: {description: "{events: [...]}"}
-      404: {description: unknown server, or another tenant's}
+      404: {description: "unknown server, or another tenant's"}
     """
     principal = await require(request, Role.VIEWER)
     server = server_id_param(request.path_params["id"])
@@ -368,7 +368,7 @@ async def create_silence(request: Request) -> Response:
     summary: Create a silence of your tenant's alerts (operator; matchers, a window, why).
     responses:
       201: {description: "{silence}"}
-      400: {description: bad field, named}
+      400: {description: "bad field, named"}
     """
     principal = await require(request, Role.OPERATOR)
     body: SilenceBody = _parse(SilenceBody, await _json(request))
@@ -405,7 +405,7 @@ async def expire_silence(request: Request) -> Response:
     summary: Expire one of your tenant's silences now (operator).
     responses:
       200: {description: "{silence}"}
-      404: {description: unknown silence, or another tenant's}
+      404: {description: "unknown silence, or another tenant's"}
       409: {description: the silence has ended already}
     """
     same_origin(request)

@@ -115,7 +115,7 @@ async def get_server(request: Request) -> Response:
     summary: One server's summary and its latest full sample.
     responses:
       200: {description: "{server: {...}, sample: {...}}"}
-      404: {description: unknown server, or another tenant's}
+      404: {description: "unknown server, or another tenant's"}
     """
     principal = await require(request, Role.VIEWER)
     server_id = server_id_param(request.path_params["id"])
@@ -143,8 +143,8 @@ async def get_series(request: Request) -> Response:
       200:
         description: "{server_id, range, step_s, start, end, series: [{channel, labels,
           unit, timestamps, values}]}"
-      400: {description: bad parameter, naming it}
-      404: {description: unknown server, or another tenant's}
+      400: {description: "bad parameter, naming it"}
+      404: {description: "unknown server, or another tenant's"}
     """
     principal = await require(request, Role.VIEWER)
     server_id = server_id_param(request.path_params["id"])
@@ -191,7 +191,7 @@ async def stream(request: Request) -> Response:
     responses:
       200: {description: text/event-stream}
       400: {description: bad parameter}
-      404: {description: unknown server, or another tenant's}
+      404: {description: "unknown server, or another tenant's"}
     """
     principal = await require(request, Role.VIEWER)
     live = _live(request)

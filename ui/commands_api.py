@@ -140,7 +140,7 @@ async def create_command(request: Request) -> Response:
             timeout_s: {type: number}}}
     responses:
       202: {description: "{command: {...}}: queued, or pending-approval"}
-      400: {description: bad field, named}
+      400: {description: "bad field, named"}
       401: {description: not signed in}
       403: {description: role too low}
       404: {description: no such server in your tenant}
@@ -248,7 +248,7 @@ async def approve(request: Request) -> Response:
           schema: {type: object, required: [comment], properties: {comment: {type: string}}}
     responses:
       202: {description: "{command: {...}}: approved and sent to the agent"}
-      403: {description: the requester cannot approve their own command, or role too low}
+      403: {description: "the requester cannot approve their own command, or role too low"}
       409: {description: the command is not waiting for approval}
     """
     return await _decide(request, "approved")
@@ -259,7 +259,7 @@ async def reject(request: Request) -> Response:
     summary: Reject a command waiting for approval (approver role; not its requester).
     responses:
       200: {description: "{command: {...}}: rejected"}
-      403: {description: the requester cannot decide on their own command, or role too low}
+      403: {description: "the requester cannot decide on their own command, or role too low"}
       409: {description: the command is not waiting for approval}
     """
     return await _decide(request, "rejected")

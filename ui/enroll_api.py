@@ -74,7 +74,7 @@ async def create_enrollment_token(request: Request) -> Response:
           schema: {type: object, properties: {ttl_s: {type: number}, note: {type: string}}}
     responses:
       201: {description: "{token: 'fde_…', id, tenant, expires_at}"}
-      400: {description: bad field, named}
+      400: {description: "bad field, named"}
       403: {description: not an admin}
     """
     principal = await require(request, Role.ADMIN)
@@ -102,8 +102,8 @@ async def enroll(request: Request) -> Response:
             capabilities: {type: array, items: {type: string}}}}
     responses:
       200: {description: "{server_id, tenant, control_key_pem, key_id}"}
-      400: {description: bad field, named}
-      401: {description: the token is unknown, used or expired}
+      400: {description: "bad field, named"}
+      401: {description: "the token is unknown, used or expired"}
       409: {description: the server id is enrolled in another tenant}
     """
     body: EnrollBody = _parse(EnrollBody, await _json(request))

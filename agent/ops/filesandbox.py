@@ -308,8 +308,10 @@ class _Walker:
                                           f"({pattern})")
                     self.finish(name, None)
                     return
-                raise PathRefused(Reason.NOT_FOUND, f"{self.shown}: "
-                                  f"{'/'.join([*self.rel, name])} does not exist")
+                missing = "/".join([*self.rel, name])
+                raise PathRefused(Reason.NOT_FOUND, f"{missing} does not exist"
+                                  if missing == self.shown.strip("/")
+                                  else f"{self.shown}: {missing} does not exist")
             if stat.S_ISLNK(info.st_mode) and (follow or not last):
                 pending.extendleft(reversed(self.link(name)))
                 continue

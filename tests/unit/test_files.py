@@ -1093,3 +1093,13 @@ def test_a_write_that_timed_out_while_waiting_changes_nothing_later(tree: Tree) 
 
     asyncio.run(scenario())
     assert not (tree.root / "www" / "late.txt").exists()
+
+
+def test_a_missing_path_is_named_once_and_a_missing_parent_is_pointed_at(tree: Tree) -> None:
+    sandbox = tree.sandbox()
+    with pytest.raises(PathRefused) as missing:
+        read(sandbox, "nothing.txt")
+    assert str(missing.value) == "refused (not-found): nothing.txt does not exist"
+    with pytest.raises(PathRefused) as parent:
+        read(sandbox, "nope/file")
+    assert str(parent.value) == "refused (not-found): nope/file: nope does not exist"

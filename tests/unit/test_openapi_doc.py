@@ -17,3 +17,14 @@ def test_every_api_route_is_in_the_openapi_document() -> None:
         assert method in paths[path], (path, method)
         assert paths[path][method]["summary"]
         assert paths[path][method]["responses"]
+
+
+def test_every_response_is_a_description_and_maybe_content() -> None:
+    """A description with an unquoted ", x" in a YAML flow mapping became a stray key x."""
+    app = create_app(UISettings())
+    doc = schemas.get_schema(routes=app.routes)
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            for status, response in operation.get("responses", {}).items():
+                assert set(response) <= {"description", "content"}, (path, method, status)
+                assert isinstance(response["description"], str) and response["description"]
