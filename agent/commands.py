@@ -124,10 +124,10 @@ class CommandListener:
         :meth:`_schedule`) and a committer commits each batch's offsets once it and every
         batch before it are handled, so a restart never skips an unhandled command.
 
-        When the broker fails, batches handed over are left to finish (a command is
-        remembered as accepted before its ACK: cut off in between, its redelivery would be
-        refused as a replay and it would never run); when the listener is stopped
-        (cancelled), they are cancelled."""
+        When the broker fails, batches handed over are left to finish (a command counts as
+        accepted from its ACK on: cut short there, its redelivery would be refused as a
+        replay); when the listener is stopped (cancelled), they are cancelled, and the
+        executor reports what it accepted but did not run."""
         consumer = self._consumer()
         await consumer.start()
         handled: asyncio.Queue[tuple[asyncio.Future[Any], dict[TopicPartition, int]]] = \

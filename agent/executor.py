@@ -84,6 +84,10 @@ def claimed_id(signed: SignedCommand) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 64 else None
 
 
+#: longest a stopping agent waits to record or report a command it accepted but did not run
+STOPPING_WAIT_S = 2.0
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Fetch a background future's outcome so a failure is logged, not left unretrieved."""
     if not future.cancelled() and future.exception() is not None:
@@ -151,7 +155,10 @@ class ReplayGuard:
             self._synced = upto
             self._lines += len(lines)
             if self._lines > 1000 and self._lines > 2 * len(self._prune()):
-                await loop.run_in_executor(self._disk, self._rewrite, dict(self._until))
+                try:  # compaction only: the id above is on disk whatever happens here
+                    await loop.run_in_executor(self._disk, self._rewrite, dict(self._until))
+                except OSError as exc:
+                    log.warning("cannot compact the replay log (kept as it is): %s", exc)
 
     def _append(self, lines: list[str]) -> None:
         assert self.path is not None
@@ -183,11 +190,15 @@ class ReplayGuard:
     def _rewrite(self, until: dict[str, float]) -> None:
         assert self.path is not None
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="ascii") as f:
-            f.writelines(f"{k} {v:.0f}\n" for k, v in until.items())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", encoding="ascii") as f:
+                f.writelines(f"{k} {v:.0f}\n" for k, v in until.items())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         self._lines = len(until)
         self._close()  # the next append opens the new file
 
@@ -262,27 +273,52 @@ class Executor:
             return
         # The id is seen at once (a second delivery is refused from here on) and must be on
         # disk before the command runs, so it never runs twice; the ACK need not wait for
-        # the disk. Cut off after the ACK and before the write, the agent gets the command
-        # again (its offset was not committed), ACKs it again and runs it once.
+        # the disk. Crashing after the ACK and before the write, the agent gets the command
+        # again (its offset was not committed), ACKs it again and runs it once; stopping
+        # there, it says the command was not run (see _stopped_before_running).
         self.replay.mark(command)  # now, not when the write below first runs
         remembered = asyncio.ensure_future(self.replay.remember(command))
         try:
             await self._report(command, EventKind.ACKED, "verified")
             self.counts["acked"] += 1
-            await remembered
-        except (OSError, ValueError) as exc:
-            log.error("command %s not run: cannot record it as accepted: %s", command.id, exc)
-            self.counts["failed"] += 1
-            await self._report(command, EventKind.FAILED,
-                               f"not run: the agent cannot record it as accepted ({exc})"[:2000],
-                               seq=1)
-            return
-        finally:
-            if not remembered.done():  # we are being cancelled: the write finishes on its own
-                remembered.add_done_callback(_retrieve)
+            try:
+                await asyncio.shield(remembered)
+            except (OSError, ValueError) as exc:
+                log.error("command %s not run: cannot record it as accepted: %s",
+                          command.id, exc)
+                self.counts["failed"] += 1
+                await self._report(command, EventKind.FAILED, "not run: the agent cannot "
+                                   f"record it as accepted ({exc})"[:2000], seq=1)
+                return
+        except asyncio.CancelledError:
+            await self._stopped_before_running(command, remembered)
+            raise
+        except Exception:
+            remembered.add_done_callback(_retrieve)
+            raise
         task = asyncio.create_task(self._run(command), name=f"command-{command.id}")
         self.running[command.id] = task
         task.add_done_callback(lambda _t: self.running.pop(command.id, None))
+
+    async def _stopped_before_running(self, command: Command,
+                                      remembered: asyncio.Future[None]) -> None:
+        """The agent is stopping between accepting ``command`` and running it. Once its id
+        is on disk a redelivery would be refused as a replay, so the command would never run
+        nor end: say so now (best effort, briefly). An id that never reached the disk needs
+        nothing: the command comes again and runs then."""
+        try:
+            async with asyncio.timeout(STOPPING_WAIT_S):
+                await asyncio.shield(remembered)
+        except (OSError, ValueError, TimeoutError):
+            remembered.add_done_callback(_retrieve)
+            return
+        self.counts["failed"] += 1
+        try:
+            async with asyncio.timeout(STOPPING_WAIT_S):
+                await self._report(command, EventKind.FAILED,
+                                   "not run: the agent stopped before running it", seq=1)
+        except Exception as exc:  # stopping anyway: the tracker times the command out
+            log.warning("cannot report command %s as not run: %r", command.id, exc)
 
     async def stop(self) -> None:
         for task in list(self.running.values()):

@@ -126,7 +126,7 @@ def dispatch(
                 raise typer.BadParameter("a running stack needs --token (operator role or "
                                          "higher) and --control-key")
             check_control_key(control_key)
-    except ValueError as exc:  # typer.BadParameter is one
+    except ValueError as exc:  # (typer.BadParameter is a usage error of its own)
         raise typer.BadParameter(str(exc)) from None
     try:
         if endpoints is not None:

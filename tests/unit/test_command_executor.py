@@ -264,6 +264,57 @@ async def test_a_command_the_agent_cannot_record_is_failed_not_run() -> None:
     assert ex.counts["succeeded"] == 0 and ex.counts["failed"] == 1
 
 
+class SlowLog(ReplayGuard):
+    """A real replay log on disk whose writes take ``delay`` seconds (or fail)."""
+
+    def __init__(self, path: Path, delay: float, fail: bool = False) -> None:
+        super().__init__(path)
+        self.delay = delay
+        self.fail = fail
+
+    def _append(self, lines: list[str]) -> None:
+        time.sleep(self.delay)
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        super()._append(lines)
+
+
+async def _cancel_after_ack(ex: Executor, rec: Recorder, cmd: Command) -> None:
+    receiving = asyncio.create_task(ex.receive(signed(cmd), tenant="acme", server_id="web-1"))
+    async with asyncio.timeout(5):
+        while not rec.events:
+            await asyncio.sleep(0.005)
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+
+
+async def test_stopped_after_the_ack_once_the_id_is_on_disk_it_is_reported_not_run(
+        tmp_path: Path) -> None:
+    rec = Recorder()
+    log = tmp_path / "accepted.log"
+    ex = Executor(KEYS, SlowLog(log, 0.2), rec)
+    cmd = command(issued_at=datetime.now(UTC), expires_at=datetime.now(UTC) + timedelta(minutes=1))
+    await _cancel_after_ack(ex, rec, cmd)
+    # the id reached the disk, so a redelivery would be refused: it must end now, not hang
+    assert rec.kinds(cmd.id) == ["acked", "failed"] and not ex.running
+    assert "stopped before running it" in rec.events[-1].message
+    assert ReplayGuard(log).seen(cmd.id)
+
+
+async def test_stopped_after_the_ack_before_the_id_is_on_disk_it_comes_again(
+        tmp_path: Path) -> None:
+    rec = Recorder()
+    log = tmp_path / "accepted.log"
+    ex = Executor(KEYS, SlowLog(log, 0.1, fail=True), rec)
+    cmd = command(issued_at=datetime.now(UTC), expires_at=datetime.now(UTC) + timedelta(minutes=1))
+    await _cancel_after_ack(ex, rec, cmd)
+    assert rec.kinds(cmd.id) == ["acked"]  # nothing more: after a restart it runs
+    after_restart = Executor(KEYS, ReplayGuard(log), rec)
+    await run_one(after_restart, signed(cmd))
+    assert rec.kinds(cmd.id) == ["acked", "acked", "running", "succeeded"]
+
+
 async def test_a_second_delivery_is_rejected_not_run_again() -> None:
     rec = Recorder()
     ex = Executor(KEYS, ReplayGuard(None), rec)
