@@ -105,6 +105,8 @@ class StoreBase:
         url = _async_url(settings.url)
         self._where = url.render_as_string(hide_password=True)
         self._dialect = url.get_backend_name()
+        #: the SQLite database's file (None: PostgreSQL or in memory)
+        self.sqlite_path = sqlite_file(url)
         self._engine = _engine(url, settings.echo)
         self._writer = _sqlite_writer(url, settings.echo)
 
@@ -283,20 +285,27 @@ def _engine(url: URL, echo: bool) -> AsyncEngine:
     if url.get_backend_name() == "postgresql":
         return create_async_engine(url, echo=echo, pool_pre_ping=True,
                                    connect_args={"timeout": CONNECT_TIMEOUT_S})
-    database = url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, echo=echo)
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 
 
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite database URL (None: PostgreSQL, in memory, or a file: URI)."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") \
+            or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 def _sqlite_writer(url: URL, echo: bool) -> Engine | None:
     """For a SQLite file, a blocking engine on the same file for :meth:`StoreBase._write`
     (None for PostgreSQL and for in-memory databases, which another engine would not see)."""
-    database = url.database or ""
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" \
-            or database.startswith("file:"):
+    if sqlite_file(url) is None:
         return None
     engine = create_engine(url.set(drivername="sqlite+pysqlite"), echo=echo,
                            connect_args={"check_same_thread": False})

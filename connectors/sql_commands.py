@@ -157,21 +157,6 @@ class CommandStore(StoreBase):
         records = _load_valid(CommandRecord, await self._scalars("get commands", query))
         return {r.command.id: r for r in records}
 
-    async def update_commands(
-            self, changes: Sequence[tuple[CommandRecord, str, datetime | None]]) -> list[bool]:
-        """:meth:`update_command` for each (record, expect_status, deadline_at), all in one
-        transaction (one write lock for the batch instead of one per command); per change,
-        whether it was stored."""
-        if not changes:
-            return []
-        statements = [self._cas(record, expect_status, deadline_at)
-                      for record, expect_status, deadline_at in changes]
-
-        def work(conn: Connection) -> list[bool]:
-            return [bool(conn.execute(statement).rowcount) for statement in statements]
-
-        return await self._write("update commands", work)
-
     async def change_commands(
             self, command_ids: Sequence[str],
             plan: Callable[[dict[str, CommandRecord]],
@@ -179,11 +164,10 @@ class CommandStore(StoreBase):
     ) -> tuple[dict[str, CommandRecord], list[bool]]:
         """Read the stored commands among ``command_ids``, let ``plan`` (plain logic, no I/O:
         on SQLite it runs on the writer thread) turn them into changes (record,
-        expect_status, deadline_at), and compare-and-set those: one round trip to the
-        database, where :meth:`get_commands` then :meth:`update_commands` took two. The
-        read is not locked; the compare-and-set on the status is what keeps a change that
-        raced another writer out. Returns the records read and, per change, whether it was
-        stored."""
+        expect_status, deadline_at), and compare-and-set those, in one round trip to the
+        database (one write lock per batch). The read is not locked; the compare-and-set on
+        the status is what keeps a change that raced another writer out. Returns the records
+        read and, per change, whether it was stored."""
         if not command_ids:
             return {}, []
         query = select(CommandRow.data).where(CommandRow.id.in_(list(command_ids)))

@@ -11,7 +11,6 @@ import getpass
 import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -62,11 +61,14 @@ def run(work: Callable[[SQLStore], Awaitable[T]]) -> T:
     """Run ``work`` against a migrated store; a store error is one clear line and exit 1."""
     from connectors.sql import SQLError, SQLStore
 
-    settings = AdminSettings().sql
-    _say_where(settings.url)
-
     async def go() -> T:
-        sql = SQLStore(settings)
+        sql = SQLStore(AdminSettings().sql)
+        if sql.sqlite_path is not None and not sql.sqlite_path.exists():
+            # by default a path relative to the current directory: a store made by mistake
+            # elsewhere holds tokens the running stack does not know
+            typer.echo(f"fleetdeck: no store at {sql.sqlite_path.resolve()} yet: creating a "
+                       "new, empty one. The running stack's store is FLEETDECK_SQL__URL, or "
+                       ".fleetdeck/fleetdeck.db in the directory it was started from.", err=True)
         try:
             await sql.migrate()
             return await work(sql)
@@ -80,28 +82,6 @@ def run(work: Callable[[SQLStore], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
-def _say_where(url: str) -> None:
-    """On stderr, which store a command works on when it is a SQLite file this command is
-    about to create: by default that path is relative to the current directory, and a store
-    made by mistake elsewhere holds tokens the running stack does not know."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return  # the store says what is wrong with it
-    database = parsed.database or ""
-    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") \
-            or database.startswith("file:"):
-        return
-    path = Path(database).resolve()
-    if not path.exists():
-        typer.echo(f"fleetdeck: no store at {path} yet: creating a new, empty one. The running "
-                   "stack's store is FLEETDECK_SQL__URL, or .fleetdeck/fleetdeck.db in the "
-                   "directory it was started from.", err=True)
-
-
 async def audited(sql: SQLStore, tenant: str, action: str, target: str,
                   after: dict[str, Any] | None = None, *, reason: str = "",
                   before: dict[str, Any] | None = None) -> None:
@@ -110,7 +90,8 @@ async def audited(sql: SQLStore, tenant: str, action: str, target: str,
                                        after=after)])
 
 
-def _id(value: str, what: str) -> str:
+def check_id(value: str, what: str) -> str:
+    """``value`` if it is a valid id (tenant, user, …), else a usage error."""
     import re
 
     if not re.fullmatch(ID_PATTERN, value):
@@ -122,7 +103,7 @@ def _id(value: str, what: str) -> str:
 def tenants_create(tenant_id: Annotated[str, typer.Argument(help="Tenant id")],
                    name: Annotated[str, typer.Option(help="Display name")] = "") -> None:
     """Create a tenant."""
-    _id(tenant_id, "tenant")
+    check_id(tenant_id, "tenant")
 
     async def work(sql: SQLStore) -> bool:
         created = await sql.create_tenant(tenant_id, name or tenant_id)
@@ -144,7 +125,7 @@ def users_create(
     """Create a user (or give an existing one a role in another tenant)."""
     from ui.auth import hash_password
 
-    _id(tenant, "tenant")
+    check_id(tenant, "tenant")
     if not 1 <= len(username) <= 128:
         raise typer.BadParameter("1 to 128 characters", param_hint="USERNAME")
 
@@ -178,7 +159,7 @@ def tokens_create(
     """Create an API token; its text is printed once, on stdout."""
     from ui.auth import new_token
 
-    _id(tenant, "tenant")
+    check_id(tenant, "tenant")
     ttl = None if ttl_days is None else timedelta(days=ttl_days)
     text, record = new_token(tenant, role, name, actor(), ttl)
 
@@ -235,7 +216,7 @@ def enroll_create(
     """Create a one-time enrollment token; its text is printed once, on stdout."""
     from ui.enrollment import MAX_TTL, new_enrollment
 
-    _id(tenant, "tenant")
+    check_id(tenant, "tenant")
     try:
         seconds = parse_duration(ttl)
     except ValueError as exc:

@@ -4,6 +4,7 @@ pointed at running services, and prints one JSON object on its last line."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -116,18 +117,16 @@ def dispatch(
     by the control plane (seen on /api/v1/commands/stream), with N agents at 1 Hz."""
     import httpx
 
-    from fleetdeck.bench.dispatch import BenchError, check_control_key, check_tenant, measure
+    from fleetdeck.admin import check_id
+    from fleetdeck.bench.dispatch import BenchError, measure
 
-    try:
-        check_tenant(tenant)
-        endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix, token)
-        if endpoints is not None:
-            if not token or not control_key:
-                raise typer.BadParameter("a running stack needs --token (operator role or "
-                                         "higher) and --control-key")
-            check_control_key(control_key)
-    except ValueError as exc:  # (typer.BadParameter is a usage error of its own)
-        raise typer.BadParameter(str(exc)) from None
+    check_id(tenant, "tenant")
+    endpoints = common.given(kafka, ui_url, None, redis_url, redis_prefix, token)
+    if endpoints is not None:
+        if not token or not control_key:
+            raise typer.BadParameter("a running stack needs --token (operator role or "
+                                     "higher) and --control-key")
+        _check_control_key(control_key)
     try:
         if endpoints is not None:
             common.result(asyncio.run(measure(
@@ -142,6 +141,16 @@ def dispatch(
     except (BenchError, httpx.HTTPError) as exc:
         common.console.print(f"bench dispatch: {exc}", style="red", markup=False)
         raise typer.Exit(1) from None
+
+
+def _check_control_key(path: str) -> None:
+    """A usage error unless ``path`` holds the control plane's Ed25519 public key (PEM)."""
+    from connectors.keystore import KeyStoreError, load_public
+
+    try:
+        load_public(Path(path).read_bytes())
+    except (OSError, KeyStoreError) as exc:
+        raise typer.BadParameter(f"{path}: {exc}", param_hint="--control-key") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -87,29 +87,6 @@ class BenchError(Exception):
     """The bench cannot go on (a service unreachable, a driver gone): said in one line."""
 
 
-def check_tenant(tenant: str) -> None:
-    """ValueError unless ``tenant`` is a valid tenant id."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from schemas.envelope import TenantId
-
-    try:
-        TypeAdapter(TenantId).validate_python(tenant)
-    except ValidationError:
-        raise ValueError(f"--tenant {tenant!r} is not a tenant id (up to 128 letters, "
-                         "digits and . _ : -, starting with a letter or digit)") from None
-
-
-def check_control_key(path: str) -> None:
-    """ValueError unless ``path`` holds the control plane's Ed25519 public key (PEM)."""
-    from connectors.keystore import KeyStoreError, load_public
-
-    try:
-        load_public(Path(path).read_bytes())
-    except (OSError, KeyStoreError) as exc:
-        raise ValueError(f"--control-key {path}: {exc}") from None
-
-
 def server_ids(agents: int) -> list[str]:
     from agent.simulate import SimulatedServer
 
@@ -242,14 +219,14 @@ async def _prepare(client: httpx.AsyncClient, procs: dict[str, subprocess.Popen[
                     return
                 await asyncio.sleep(0.1)
     raise BenchError(f"no ACK of a probe command within {WAIT_LISTENER_S:.0f} s "
-                       f"({probe.errors} refused; first: {probe.first_error or 'none'})")
+                     f"({probe.errors} refused; first: {probe.first_error or 'none'})")
 
 
 def _alive(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     for role, proc in procs.items():
         if proc.poll() is not None:
             raise BenchError(f"the agents' {role} driver exited early with "
-                               f"{proc.returncode}; see its output above")
+                             f"{proc.returncode}; see its output above")
 
 
 async def _known(client: httpx.AsyncClient, ids: list[str]) -> int:
@@ -359,28 +336,29 @@ async def _read_log_times(kafka: str, since_ms: int, run: Run) -> None:
 
     from schemas.topics import COMMAND_EVENTS, COMMANDS
 
-    for topic, into in ((COMMANDS, run.on_log), (COMMAND_EVENTS, run.ack_on_log)):
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
-            consumer.assign(parts)
-            ends = await consumer.end_offsets(parts)
-            starts = await consumer.offsets_for_times({tp: since_ms for tp in parts})
-            for tp in parts:
-                found = starts.get(tp)
-                consumer.seek(tp, found.offset if found else ends[tp])
-            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-                batches = await consumer.getmany(timeout_ms=2000)
-                if not batches:
-                    break  # nothing more arrives (a gap before the end offset)
-                for records in batches.values():
-                    for record in records:
-                        command_id = _command_id(topic is COMMANDS, record.value)
-                        if command_id in run.created:
-                            into.setdefault(command_id, record.timestamp / 1000)
-        finally:
-            await consumer.stop()
+    into = {COMMANDS.name: run.on_log, COMMAND_EVENTS.name: run.ack_on_log}
+    parts = [TopicPartition(topic.name, p) for topic in (COMMANDS, COMMAND_EVENTS)
+             for p in range(topic.partitions)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        starts = await consumer.offsets_for_times({tp: since_ms for tp in parts})
+        for tp in parts:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found else ends[tp])
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            batches = await consumer.getmany(timeout_ms=2000)
+            if not batches:
+                break  # nothing more arrives (a gap before the end offset)
+            for records in batches.values():
+                for record in records:
+                    command_id = _command_id(record.topic == COMMANDS.name, record.value)
+                    if command_id in run.created:
+                        into[record.topic].setdefault(command_id, record.timestamp / 1000)
+    finally:
+        await consumer.stop()
 
 
 def _command_id(signed: bool, value: bytes | None) -> str | None:
@@ -407,9 +385,12 @@ def _stages(run: Run, seen: set[str]) -> dict[str, dict[str, float]]:
                                                    for i in ids],
         "stream: ACK stamped -> seen on SSE": [run.acked_seen[i] - run.acked_at[i] for i in ids],
     }
-    return {name: {"p50_ms": round(percentile([v * 1000 for v in values], 50), 1),
-                   "p95_ms": round(percentile([v * 1000 for v in values], 95), 1)}
-            for name, values in spans.items()}
+    figures = {}
+    for name, seconds in spans.items():
+        ms = [v * 1000 for v in seconds]
+        figures[name] = {"p50_ms": round(percentile(ms, 50), 1),
+                         "p95_ms": round(percentile(ms, 95), 1)}
+    return figures
 
 
 def _result(run: Run, missed: set[str], totals: dict[str, Any], agents: int, commands: int,

@@ -207,11 +207,12 @@ async def test_update_command_is_compare_and_set(store: SQLStore) -> None:
     assert await store.due_commands(deadline + timedelta(hours=1)) == []
 
 
-async def test_batches_of_commands_are_read_and_compared_and_set_together(
+async def test_batches_of_commands_are_read_planned_and_compared_and_set_together(
         store: SQLStore) -> None:
     first, second, third = record(), record(), record()
     for r in (first, second, third):
         await store.create_command(r)
+    ids = [first.command.id, second.command.id, third.command.id]
     got = await store.get_commands([first.command.id, second.command.id, "0" * 32])
     assert got == {first.command.id: first, second.command.id: second}
     at = T0 + timedelta(seconds=5)
@@ -219,39 +220,20 @@ async def test_batches_of_commands_are_read_and_compared_and_set_together(
              for r in (first, second, third)]
     # the third was moved by someone else first: only its compare-and-set fails
     assert await store.update_command(acked[2], expect_status="queued")
-    stored = await store.update_commands([(a, "queued", at + timedelta(seconds=30))
-                                          for a in acked])
-    assert stored == [True, True, False]
-    assert (await store.get_commands([a.command.id for a in acked])) == {
-        a.command.id: a for a in acked}
-    assert await store.update_commands([]) == []
-
-
-async def test_commands_are_read_planned_and_compared_and_set_in_one_call(
-        store: SQLStore) -> None:
-    first, second, third = record(), record(), record()
-    for r in (first, second, third):
-        await store.create_command(r)
-    at = T0 + timedelta(seconds=5)
-    # someone else moves the third first: only its compare-and-set fails
-    assert await store.update_command(
-        third.moved(CommandStatus.ACKED, at, "elsewhere", acked_at=at), expect_status="queued")
-    seen: list[set[str]] = []
+    seen: list[dict[str, CommandRecord]] = []
 
     def plan(stored: dict[str, CommandRecord]) -> list[tuple[CommandRecord, str, Any]]:
-        seen.append(set(stored))
-        return [(r.moved(CommandStatus.ACKED, at, "agent acked", acked_at=at), "queued", None)
-                for r in (first, second, third)]
+        seen.append(stored)
+        return [(a, "queued", at + timedelta(seconds=30)) for a in acked]
 
-    ids = [first.command.id, second.command.id, third.command.id, "0" * 32]
-    stored, written = await store.change_commands(ids, plan)
-    assert seen == [set(ids[:3])] and set(stored) == set(ids[:3])
+    stored, written = await store.change_commands([*ids, "0" * 32], plan)
+    assert seen == [stored] and set(stored) == set(ids)
     assert stored[first.command.id] == first  # as read, before the change
+    assert stored[third.command.id] == acked[2]
     assert written == [True, True, False]
-    got = await store.get_commands(ids)
-    assert [got[i].status for i in ids[:3]] == [CommandStatus.ACKED] * 3
-    assert got[third.command.id].message == "elsewhere"
+    assert (await store.get_commands(ids)) == {a.command.id: a for a in acked}
     assert await store.change_commands([], plan) == ({}, [])
+    assert len(seen) == 1  # nothing to read: no plan
 
 
 async def test_the_tracker_stores_a_batch_of_reports_and_audits_finished_commands(
